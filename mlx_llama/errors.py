@@ -1,0 +1,21 @@
+"""One family of errors for everything a user can cause, so the CLI can print a message instead of a traceback."""
+
+
+class MlxLlamaError(Exception):
+    """Base class: the message names the file, tensor or field at fault and what was expected."""
+
+
+class ConfigError(MlxLlamaError, ValueError):
+    """An invalid or missing configuration value (also a ValueError, as Transformers raises)."""
+
+
+class CheckpointError(MlxLlamaError):
+    """A checkpoint file is missing, corrupt, or does not match the model."""
+
+
+class TokenizerError(MlxLlamaError):
+    """A tokenizer file is missing or corrupt, or an id is out of range."""
+
+
+class ConversionError(MlxLlamaError):
+    """Conversion cannot proceed (bad source layout, overflow in a cast, existing output)."""
