@@ -28,7 +28,9 @@ def random_logits(seed: int, batch: int = 4, vocab: int = VOCAB, scale: float = 
 
 
 def hf(processor, logits: np.ndarray, input_ids: np.ndarray | None = None) -> np.ndarray:
-    ids = torch.zeros((logits.shape[0], 1), dtype=torch.long) if input_ids is None else torch.tensor(input_ids)
+    ids = (
+        torch.zeros((logits.shape[0], 1), dtype=torch.long) if input_ids is None else torch.tensor(input_ids)
+    )
     return processor(ids, torch.tensor(logits)).numpy()
 
 
@@ -101,7 +103,12 @@ def test_seen_mask_grows_with_marked_tokens():
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize(
     "temperature,top_k,top_p,min_p,penalty",
-    [(0.7, 50, 0.9, None, 1.2), (1.5, 20, 0.8, 0.05, 1.0), (1.0, None, 0.95, 0.1, 1.1), (0.5, 0, 1.0, None, 1.0)],
+    [
+        (0.7, 50, 0.9, None, 1.2),
+        (1.5, 20, 0.8, 0.05, 1.0),
+        (1.0, None, 0.95, 0.1, 1.1),
+        (0.5, 0, 1.0, None, 1.0),
+    ],
 )
 def test_full_chain_matches_transformers_order(seed, temperature, top_k, top_p, min_p, penalty):
     rng = np.random.default_rng(seed)
@@ -120,7 +127,12 @@ def test_full_chain_matches_transformers_order(seed, temperature, top_k, top_p, 
         chain.append(lp.MinPLogitsWarper(min_p))
     expected = chain(torch.tensor(ids), torch.tensor(x)).numpy()
     params = SamplingParams(
-        do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=penalty
+        do_sample=True,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=penalty,
     )
     got = np.array(TokenChooser(params).process(mx.array(x), seen_mask(mx.array(ids), VOCAB)))
     assert_same(got, expected)
