@@ -1,0 +1,290 @@
+"""`mlx-llama generate | chat | convert`: the command line.
+
+Generated text goes to stdout; notices, progress and statistics go to stderr, so output can be piped.
+Errors a user can cause (bad arguments, a missing model) are one line on stderr and exit status 2.
+Sampling defaults follow mlx-lm's CLI: --temp 0 is greedy; top-k, top-p and min-p are off unless set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import MlxLlamaError
+
+DEMO_MODEL = Path(__file__).parent / "assets" / "demo"
+DEMO_NOTICE = (
+    "Using the bundled demo model: a tiny Llama trained on a small English text, so expect simple text. "
+    "For a real model pass --model with a Hugging Face Hub id "
+    "(e.g. --model TinyLlama/TinyLlama-1.1B-Chat-v1.0) or a directory made by `mlx-llama convert`."
+)
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (not usage + error) and exits 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model directory or Hugging Face Hub id (default: the bundled demo model)")
+    p.add_argument("--dtype", help="compute dtype: float32, float16 or bfloat16 (default: the model's)")
+    p.add_argument("--max-tokens", type=int, default=256, help="most new tokens per answer (default 256)")
+    p.add_argument("--temp", type=float, default=0.0, help="sampling temperature; 0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 = off (default)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1 = off (default)")
+    p.add_argument("--min-p", type=float, default=0.0, help="min probability relative to the top; 0 = off")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL penalty; 1 = off (default)")
+    p.add_argument("--seed", type=int, help="random seed, for repeatable sampling")
+    p.add_argument("--system", help="system prompt (with a chat format)")
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument("--prefill-step-size", type=int, default=512, help="prompt tokens per prefill chunk")
+    p.add_argument("--quiet", action="store_true", help="no notices, progress or statistics on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mlx-llama", description="LLaMA-family models on MLX, with the Transformers API.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = sub.add_parser("generate", help="generate text from a prompt, streamed to stdout")
+    _add_model_args(gen)
+    gen.add_argument("--prompt", required=True, help="the prompt text, or - to read it from stdin")
+    gen.add_argument("--no-chat-template", action="store_true", help="use the prompt as raw text")
+
+    chat = sub.add_parser("chat", help="multi-turn chat on stdin/stdout (the KV cache is kept between turns)")
+    _add_model_args(chat)
+
+    conv = sub.add_parser("convert", help="convert a checkpoint (Meta, Transformers) to an MLX directory")
+    try:
+        from . import convert
+    except ImportError:
+        convert = None
+    if convert is not None and hasattr(convert, "add_arguments"):
+        convert.add_arguments(conv)
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.max_tokens < 1:
+        raise MlxLlamaError(f"--max-tokens must be at least 1, got {args.max_tokens}")
+    if args.prefill_step_size < 1:
+        raise MlxLlamaError(f"--prefill-step-size must be at least 1, got {args.prefill_step_size}")
+    if args.temp < 0:
+        raise MlxLlamaError(f"--temp must be >= 0, got {args.temp}")
+
+
+def _load(args: argparse.Namespace):
+    from .loading import load
+
+    if args.model is None:
+        if not (DEMO_MODEL / "config.json").is_file():
+            raise MlxLlamaError(f"no --model given and the bundled demo model is missing from {DEMO_MODEL}")
+        if not args.quiet:
+            print(DEMO_NOTICE, file=sys.stderr)
+        return load(DEMO_MODEL, dtype=args.dtype)
+    return load(args.model, dtype=args.dtype)
+
+
+def _has_chat_format(tokenizer) -> bool:
+    for name in ("has_chat_format", "has_chat_template", "chat_format"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return bool(value() if callable(value) else value)
+    return False
+
+
+def _progress(args: argparse.Namespace):
+    """Prefill progress on an interactive stderr only, for prompts longer than one chunk."""
+    if args.quiet or not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        if total <= args.prefill_step_size:
+            return
+        end = "\n" if done >= total else ""
+        print(f"\rprefill: {done}/{total} tokens", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    return {
+        "temperature": args.temp,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "repetition_penalty": args.repetition_penalty,
+        "seed": args.seed,
+        "stop": args.stop,
+        "prefill_step_size": args.prefill_step_size,
+        "progress": _progress(args),
+    }
+
+
+def _stream(model, tokenizer, prompt, args: argparse.Namespace, cache=None):
+    """Print a generation to stdout as it comes; return (text, generated ids, last response)."""
+    from .generation.api import stream_generate
+
+    parts, ids, last = [], [], None
+    for last in stream_generate(model, tokenizer, prompt, args.max_tokens, cache=cache, **_sampling(args)):
+        ids.append(last.token)
+        if last.text:
+            print(last.text, end="", flush=True)
+            parts.append(last.text)
+    print(flush=True)
+    return "".join(parts), ids, last
+
+
+def _print_stats(last, args: argparse.Namespace) -> None:
+    from .generation.api import format_stats
+
+    if last is not None and not args.quiet:
+        print(format_stats(last), file=sys.stderr)
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    _check_args(args)
+    text = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not text.strip():
+        raise MlxLlamaError("the prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
+    model, tokenizer = _load(args)
+    if _has_chat_format(tokenizer) and not args.no_chat_template:
+        messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+            {"role": "user", "content": text}
+        ]
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    else:
+        if args.system:
+            text = f"{args.system}\n\n{text}"
+        prompt = text
+    _, _, last = _stream(model, tokenizer, prompt, args)
+    _print_stats(last, args)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class ChatSession:
+    """A conversation whose KV cache survives between turns: each turn feeds only the tokens the cache lacks.
+
+    The whole conversation is re-rendered each turn (chat template, or plain concatenation for models
+    without a chat format); the cache is trimmed back to the longest prefix it shares with that
+    rendering (a re-tokenized answer can differ from the sampled ids), and only the rest is prefilled.
+    """
+
+    def __init__(self, model, tokenizer, system: str | None = None, chat_format: bool = True) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.chat_format = chat_format
+        self.system = system
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages: list[dict] = []
+        if self.system and self.chat_format:
+            self.messages.append({"role": "system", "content": self.system})
+        self.history: list[int] = []  # every id of the conversation (plain format)
+        self.cache = self.model.make_cache()
+        self.cached: list[int] = []  # the ids whose keys/values are in the cache, in order
+
+    def render(self, user: str) -> list[int]:
+        """All ids of the conversation with the new user message, ready for the answer."""
+        if self.chat_format:
+            messages = self.messages + [{"role": "user", "content": user}]
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            return list(ids)
+        if not self.history:
+            prefix = f"{self.system}\n\n" if self.system else ""
+            return list(self.tokenizer.encode(prefix + user))
+        return self.history + list(self.tokenizer.encode(" " + user, add_special_tokens=False))
+
+    def prepare(self, user: str) -> tuple[list[int], int]:
+        """Trim the cache to the prefix it shares with the conversation; return (all ids, cached count)."""
+        full = self.render(user)
+        keep = min(_common_prefix(self.cached, full), len(full) - 1)  # feed at least one token
+        for layer in self.cache:
+            layer.trim(len(self.cached) - keep)
+        self.cached = full[:keep]
+        return full, keep
+
+    def turn(self, user: str, args: argparse.Namespace):
+        """Answer one user message (streamed to stdout); return the last GenerationResponse."""
+        full, start = self.prepare(user)
+        text, ids, last = _stream(self.model, self.tokenizer, full[start:], args, cache=self.cache)
+        self.history = full + ids
+        self.cached = self.history[: self.cache[0].offset]
+        if self.chat_format:
+            self.messages += [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
+        return last
+
+
+def _read_lines():
+    """User messages: an interactive prompt on a terminal, plain lines from a pipe."""
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            line = input("> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            return
+        if not interactive and line == "":
+            return
+        yield line.rstrip("\n")
+
+
+def run_chat(args: argparse.Namespace) -> None:
+    _check_args(args)
+    model, tokenizer = _load(args)
+    chat_format = _has_chat_format(tokenizer)
+    if not args.quiet:
+        kind = "chat format" if chat_format else "no chat format: each message continues the text"
+        print(f"Chat ({kind}). /reset starts over, /quit or end of input leaves.", file=sys.stderr)
+    session = ChatSession(model, tokenizer, args.system, chat_format)
+    for line in _read_lines():
+        message = line.strip()
+        if not message:
+            continue
+        if message in ("/quit", "/exit"):
+            break
+        if message == "/reset":
+            session.reset()
+            continue
+        last = session.turn(message, args)
+        _print_stats(last, args)
+
+
+def run_convert(args: argparse.Namespace) -> None:
+    from . import convert
+
+    convert.run(args)
+
+
+COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `mlx-llama` and `python -m mlx_llama`; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except MlxLlamaError as e:
+        print(f"mlx-llama: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""`load(path_or_repo_id) -> (model, tokenizer)`: one call from a directory or a Hub id to a ready model.
+
+The class comes from config.json: the first known name in `architectures`, else the `model_type`'s
+causal-LM class. Names map to classes through a table, never through reflection on the file's text.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+
+from .config import read_config_json
+from .errors import CheckpointError, ConfigError
+
+# architecture name -> (module, class). The Open-Llama entries join when its module lands.
+ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "LlamaForCausalLM": ("mlx_llama.modeling.heads", "LlamaForCausalLM"),
+    "LlamaForSequenceClassification": ("mlx_llama.modeling.heads", "LlamaForSequenceClassification"),
+    "LlamaForQuestionAnswering": ("mlx_llama.modeling.heads", "LlamaForQuestionAnswering"),
+    "LlamaForTokenClassification": ("mlx_llama.modeling.heads", "LlamaForTokenClassification"),
+    "LlamaModel": ("mlx_llama.modeling.llama", "LlamaModel"),
+}
+
+# model_type -> the architecture used when `architectures` is missing or names nothing known.
+MODEL_TYPES: dict[str, str] = {
+    "llama": "LlamaForCausalLM",
+}
+
+# What a Hub download fetches: configs, safetensors weights, the sentencepiece model.
+HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model"]
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_model_path(path_or_repo_id: str | os.PathLike) -> Path:
+    """A local directory as is; an `owner/name` Hub id through huggingface_hub (offline cache aware)."""
+    path = Path(path_or_repo_id).expanduser()
+    if path.is_dir():
+        return path
+    name = str(path_or_repo_id)
+    if path.exists():
+        raise CheckpointError(f"{name}: is a file; give the model directory that holds config.json")
+    if not _REPO_ID.match(name) or name.endswith("."):
+        raise CheckpointError(
+            f"{name}: no such model directory; give a directory with config.json (e.g. one made by "
+            "`mlx-llama convert`) or a Hugging Face Hub id such as 'owner/model'"
+        )
+    return _download(name)
+
+
+def _download(repo_id: str) -> Path:
+    """Fetch a Hub snapshot, or find it in the local Hugging Face cache (only there if HF_HUB_OFFLINE=1)."""
+    try:
+        from .checkpoint import hub
+    except ImportError:
+        hub = None
+    if hub is not None and hasattr(hub, "snapshot"):
+        return Path(hub.snapshot(repo_id))
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+    except LocalEntryNotFoundError:
+        raise CheckpointError(
+            f"{repo_id}: not in the local Hugging Face cache and the Hub cannot be reached (HF_HUB_OFFLINE="
+            f"{os.environ.get('HF_HUB_OFFLINE', '0')}); download it once online, or give a local directory"
+        ) from None
+    except (HfHubHTTPError, OSError, ValueError) as e:
+        raise CheckpointError(f"{repo_id}: cannot fetch from the Hugging Face Hub ({e})") from None
+
+
+def model_class(config: dict[str, Any], where: str = "config.json"):
+    """The model class a config.json asks for."""
+    names = config.get("architectures") or []
+    if isinstance(names, str):
+        names = [names]
+    chosen = next((n for n in names if n in ARCHITECTURES), None)
+    if chosen is None:
+        model_type = config.get("model_type")
+        if names and model_type not in MODEL_TYPES:
+            raise ConfigError(
+                f"{where}: architectures {names} are not supported; known: {', '.join(sorted(ARCHITECTURES))}"
+            )
+        if model_type not in MODEL_TYPES:
+            raise ConfigError(
+                f"{where}: model_type {model_type!r} is not supported; known: {', '.join(MODEL_TYPES)}"
+            )
+        chosen = MODEL_TYPES[model_type]
+    module, cls = ARCHITECTURES[chosen]
+    return getattr(importlib.import_module(module), cls)
+
+
+def load_model(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None):
+    """The model alone, class chosen from config.json."""
+    path = resolve_model_path(path_or_repo_id)
+    config = read_config_json(path)
+    return model_class(config, str(path / "config.json")).from_pretrained(path, dtype=dtype)
+
+
+def load_tokenizer(path_or_repo_id: str | os.PathLike):
+    """The sentencepiece tokenizer stored next to the weights."""
+    from .tokenizer import LlamaTokenizer
+
+    return LlamaTokenizer.from_pretrained(resolve_model_path(path_or_repo_id))
+
+
+def load(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None):
+    """Load `(model, tokenizer)` from a converted or Transformers directory, or a Hub id.
+
+    `dtype=None` lets the model pick its load-time layout (see `from_pretrained`); pass e.g. "float16"
+    to override it.
+    """
+    path = resolve_model_path(path_or_repo_id)
+    return load_model(path, dtype=dtype), load_tokenizer(path)
