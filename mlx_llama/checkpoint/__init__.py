@@ -1,0 +1,1 @@
+"""Bytes on disk <-> arrays: safetensors, torch pickles, the Meta layout, the Hub."""

@@ -1,0 +1,26 @@
+"""The network: Transformers' module and attribute names, MLX's fused kernels."""
+
+from .heads import (
+    CausalLMOutputWithPast,
+    LlamaForCausalLM,
+    LlamaForQuestionAnswering,
+    LlamaForSequenceClassification,
+    LlamaForTokenClassification,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
+)
+from .llama import BaseModelOutputWithPast, LlamaModel
+
+__all__ = [
+    "BaseModelOutputWithPast",
+    "CausalLMOutputWithPast",
+    "LlamaForCausalLM",
+    "LlamaForQuestionAnswering",
+    "LlamaForSequenceClassification",
+    "LlamaForTokenClassification",
+    "LlamaModel",
+    "QuestionAnsweringModelOutput",
+    "SequenceClassifierOutputWithPast",
+    "TokenClassifierOutput",
+]

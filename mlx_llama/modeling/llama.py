@@ -1,0 +1,288 @@
+"""The LLaMA decoder with Transformers' module and attribute names, so its state dicts load without renaming.
+
+Fast path: `mx.fast.rms_norm`, `mx.fast.rope` and `mx.fast.scaled_dot_product_attention` (GQA with K/V
+untiled). Attention probabilities are materialised only when asked for (`output_attentions`) or when
+attention dropout is active in training, which is the slower unfused path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from ..cache import KVCache, make_cache
+from ..config import LlamaConfig
+from ..rope import RotaryEmbedding
+
+
+def _gelu_tanh(x: mx.array) -> mx.array:
+    return 0.5 * x * (1.0 + mx.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+ACT2FN = {
+    "silu": nn.silu,
+    "swish": nn.silu,
+    "gelu": nn.gelu,
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "gelu_fast": _gelu_tanh,
+    "quick_gelu": lambda x: x * mx.sigmoid(1.702 * x),
+    "relu": nn.relu,
+}
+
+
+def as_array(x: Any, dtype: mx.Dtype | None = None) -> mx.array | None:
+    """Accept mx.array, numpy arrays and (nested) lists wherever Transformers takes a tensor."""
+    if x is None:
+        return None
+    if not isinstance(x, mx.array):
+        x = mx.array(np.asarray(x))
+    return x if dtype is None or x.dtype == dtype else x.astype(dtype)
+
+
+@dataclass
+class BaseModelOutputWithPast:
+    last_hidden_state: mx.array
+    past_key_values: list[KVCache] | None = None
+    hidden_states: tuple[mx.array, ...] | None = None
+    attentions: tuple[mx.array, ...] | None = None
+
+
+class LlamaRMSNorm(nn.Module):
+    """RMSNorm as Transformers: normalise in float32, cast back, then multiply by the weight."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = mx.ones((hidden_size,))
+        self.variance_epsilon = eps
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return mx.fast.rms_norm(x, self.weight, self.variance_epsilon)
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config: LlamaConfig, layer_idx: int = 0) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim_
+        self.num_heads = config.num_attention_heads
+        self.num_key_value_heads = config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        bias = config.attention_bias
+        hidden = config.hidden_size
+        self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(hidden, self.num_key_value_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden, self.num_key_value_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=bias)
+        self.attention_dropout = nn.Dropout(config.attention_dropout)
+        self.dropout_p = config.attention_dropout
+
+    def __call__(self, x: mx.array, positions: Positions, mask: mx.array | str | None,
+                 cache: KVCache | None = None, output_attentions: bool = False) -> tuple[mx.array, mx.array | None]:
+        B, T, _ = x.shape
+        q = self.q_proj(x).reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        k = self.k_proj(x).reshape(B, T, self.num_key_value_heads, self.head_dim).transpose(0, 2, 1, 3)
+        v = self.v_proj(x).reshape(B, T, self.num_key_value_heads, self.head_dim).transpose(0, 2, 1, 3)
+        q, k = positions.apply(q), positions.apply(k)
+        if cache is not None:
+            k, v = cache.update_and_fetch(k, v)
+        if output_attentions or (self.training and self.dropout_p > 0):
+            out, weights = self._eager(q, k, v, mask)
+        else:
+            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scaling, mask=mask)
+            weights = None
+        out = out.transpose(0, 2, 1, 3).reshape(B, T, -1)
+        return self.o_proj(out), weights
+
+    def _eager(self, q: mx.array, k: mx.array, v: mx.array, mask: mx.array | str | None) -> tuple[mx.array, mx.array]:
+        """Explicit softmax(q k^T) v, grouping query heads per KV head instead of tiling K/V."""
+        B, H, T, D = q.shape
+        S, kv = k.shape[2], self.num_key_value_heads
+        qg = q.reshape(B, kv, H // kv, T, D)
+        scores = (qg * self.scaling) @ k[:, :, None].swapaxes(-1, -2)
+        scores = scores.reshape(B, H, T, S)
+        if isinstance(mask, str):
+            mask = causal_mask(T, S - T)
+        if mask is not None:
+            if mask.dtype == mx.bool_:
+                scores = mx.where(mask, scores, mx.array(mx.finfo(scores.dtype).min, scores.dtype))
+            else:
+                scores = scores + mask.astype(scores.dtype)
+        weights = mx.softmax(scores.astype(mx.float32), axis=-1).astype(q.dtype)
+        dropped = self.attention_dropout(weights)
+        out = (dropped.reshape(B, kv, H // kv, T, S) @ v[:, :, None]).reshape(B, H, T, v.shape[-1])
+        return out, weights
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        hidden, inter, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = nn.Linear(hidden, inter, bias=bias)
+        self.up_proj = nn.Linear(hidden, inter, bias=bias)
+        self.down_proj = nn.Linear(inter, hidden, bias=bias)
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaDecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: LlamaConfig, layer_idx: int = 0, mlp: nn.Module | None = None) -> None:
+        super().__init__()
+        self.self_attn = LlamaAttention(config, layer_idx)
+        self.mlp = mlp if mlp is not None else LlamaMLP(config)
+        self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def __call__(self, x: mx.array, positions: Positions, mask: mx.array | str | None,
+                 cache: KVCache | None = None, output_attentions: bool = False) -> tuple[mx.array, mx.array | None]:
+        h, weights = self.self_attn(self.input_layernorm(x), positions, mask, cache, output_attentions)
+        x = x + h
+        return x + self.mlp(self.post_attention_layernorm(x)), weights
+
+
+class Positions:
+    """Where the tokens of one forward sit: a shared/per-row offset (fused rope) or explicit position ids."""
+
+    def __init__(self, rope: RotaryEmbedding, offset: int | mx.array = 0, position_ids: mx.array | None = None):
+        self.rope, self.offset, self.position_ids = rope, offset, position_ids
+
+    def apply(self, x: mx.array) -> mx.array:
+        if self.position_ids is not None:
+            return self.rope.apply_positions(x, self.position_ids)
+        return self.rope(x, self.offset)
+
+
+def causal_mask(T: int, past: int) -> mx.array:
+    """Boolean [T, past+T] mask: query t (absolute position past+t) sees keys 0..past+t."""
+    return mx.arange(past + T)[None, :] <= (mx.arange(T) + past)[:, None]
+
+
+def padding_causal_mask(mask2d: mx.array, T: int, past: int) -> mx.array:
+    """Boolean [B, 1, T, past+T] mask from a 2D padding mask (1 keep, 0 pad), as Transformers builds it.
+
+    A query that can see nothing (a left-pad token) is allowed to see itself, so no row is empty: empty
+    rows give NaN in softmax, and NaN keys at pad slots would leak into valid rows through 0 * NaN.
+    Outputs at pad positions are undefined in Transformers too.
+    """
+    kv_len = past + T
+    mask2d = mask2d.astype(mx.bool_)
+    if mask2d.shape[1] < kv_len:
+        mask2d = mx.pad(mask2d, [(0, 0), (0, kv_len - mask2d.shape[1])], constant_values=False)
+    mask2d = mask2d[:, :kv_len]
+    kv_idx = mx.arange(kv_len)[None, :]
+    q_pos = (mx.arange(T) + past)[:, None]
+    allowed = (kv_idx <= q_pos)[None] & mask2d[:, None, :]
+    allowed = allowed | (kv_idx == q_pos)[None]
+    return allowed[:, None]
+
+
+class LlamaModel(nn.Module):
+    """The bare decoder: embeddings, layers, final norm. Returns the last hidden state."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.padding_idx = config.pad_token_id
+        self.vocab_size = config.vocab_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = [self._make_layer(config, i) for i in range(config.num_hidden_layers)]
+        self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config.head_dim_, config.rope_theta, config.max_position_embeddings,
+                                          config.rope_scaling, config.extra)
+
+    def _make_layer(self, config: LlamaConfig, layer_idx: int) -> nn.Module:
+        return LlamaDecoderLayer(config, layer_idx)
+
+    def embed(self, input_ids: mx.array) -> mx.array:
+        """Token lookup; in training the padding row gets no gradient, as torch's `padding_idx` does."""
+        if self.training and self.padding_idx is not None:
+            weight = self.embed_tokens.weight
+            is_pad = (mx.arange(weight.shape[0]) == self.padding_idx)[:, None]
+            return mx.where(is_pad, mx.stop_gradient(weight), weight)[input_ids]
+        return self.embed_tokens(input_ids)
+
+    def make_cache(self) -> list[KVCache]:
+        return make_cache(len(self.layers))
+
+    def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
+                 past_key_values: list[KVCache] | None = None, inputs_embeds: Any = None, use_cache: bool | None = None,
+                 output_attentions: bool = False, output_hidden_states: bool = False) -> BaseModelOutputWithPast:
+        """Run the decoder. A 2D `attention_mask` is a padding mask [B, past+T] (1 keep); a 4D one is additive."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            h = self.embed(as_array(input_ids, mx.int32))
+        else:
+            h = as_array(inputs_embeds)
+        h = self.after_embedding(h, from_ids=inputs_embeds is None)
+        B, T = h.shape[:2]
+        if use_cache is None:
+            use_cache = self.config.use_cache
+        if past_key_values is None and use_cache:
+            past_key_values = self.make_cache()
+        past = past_key_values[0].offset if past_key_values else 0
+        positions = self.positions(position_ids, past, T)
+        mask = self.build_mask(attention_mask, B, T, past, h.dtype)
+
+        hidden_states, attentions = ([h] if output_hidden_states else None), ([] if output_attentions else None)
+        caches = past_key_values or [None] * len(self.layers)
+        for layer, cache in zip(self.layers, caches):
+            h, weights = layer(h, positions, mask, cache, output_attentions)
+            if output_hidden_states:
+                hidden_states.append(h)
+            if output_attentions:
+                attentions.append(weights)
+        h = self.norm(h)
+        if output_hidden_states:  # Transformers reports the final norm's output in place of the last layer's
+            hidden_states[-1] = h
+        return BaseModelOutputWithPast(
+            last_hidden_state=h,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+    def after_embedding(self, h: mx.array, from_ids: bool) -> mx.array:
+        """Hook for variants that transform the embeddings (Open-Llama's stable embedding)."""
+        return h
+
+    def positions(self, position_ids: Any, past: int, T: int) -> Positions:
+        """Pick the fused rope (shared or per-row offsets) when positions are contiguous, else explicit ids.
+
+        Also advances stateful rope types (dynamic NTK, longrope) to this forward's largest position.
+        """
+        rope = self.rotary_emb
+        if position_ids is None:
+            rope.update(past + T)
+            return Positions(rope, past)
+        if isinstance(position_ids, mx.array) and T == 1 and rope.rope_type not in ("dynamic", "longrope"):
+            return Positions(rope, position_ids.reshape(-1).astype(mx.int32))  # no host sync per decode step
+        ids = np.asarray(position_ids).astype(np.int64).reshape(-1, T)
+        rope.update(int(ids.max()) + 1)
+        starts = ids[:, :1]
+        if np.array_equal(ids - starts, np.broadcast_to(np.arange(T), ids.shape)):
+            if (starts == starts[0]).all():
+                return Positions(rope, int(starts[0, 0]))
+            return Positions(rope, mx.array(starts[:, 0].astype(np.int32)))
+        return Positions(rope, position_ids=mx.array(ids.astype(np.int32)))
+
+    def build_mask(self, attention_mask: Any, B: int, T: int, past: int, dtype: mx.Dtype) -> mx.array | str | None:
+        """None / "causal" for the fused kernel when nothing is padded, else an explicit mask."""
+        if attention_mask is not None:
+            attention_mask = as_array(attention_mask)
+            if attention_mask.ndim == 4:  # used as given: additive (0 / large negative) or boolean
+                return attention_mask if attention_mask.dtype == mx.bool_ else attention_mask.astype(dtype)
+            if attention_mask.ndim != 2:
+                raise ValueError(f"attention_mask must be 2D [batch, seq] or 4D, got shape {attention_mask.shape}")
+            if attention_mask.shape[1] < past + T or not mx.all(attention_mask[:, : past + T]).item():
+                return padding_causal_mask(attention_mask, T, past)
+        return "causal" if T > 1 else None
