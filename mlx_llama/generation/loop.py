@@ -133,12 +133,15 @@ def decode(
 
     def forward(token: mx.array) -> mx.array:
         nonlocal attention_mask, next_position
+        step_mask = None
         if attention_mask is not None:
             ones = mx.ones((batch, 1), attention_mask.dtype)
             attention_mask = mx.concatenate([attention_mask, ones], axis=1)
+            # A 4D boolean mask is used as given: no host round trip to inspect a 2D one every step.
+            step_mask = attention_mask.astype(mx.bool_)[:, None, None, :]
         out = model(
             token[:, None],
-            attention_mask=attention_mask,
+            attention_mask=step_mask,
             position_ids=next_position,
             past_key_values=cache,
             use_cache=True,
