@@ -68,16 +68,19 @@ class LlamaConfig:
         self.validate()
 
     def _init_labels(self) -> None:
-        """num_labels and id2label derive from each other as in Transformers (default: 2 labels)."""
-        if self.id2label is not None:  # as in Transformers, an explicit id2label wins over num_labels
+        """num_labels and id2label derive from each other as in Transformers (default: 2 labels).
+
+        An explicit id2label wins over num_labels; label2id is derived only along with a derived id2label
+        (Transformers leaves it unset otherwise), so config.json round trips unchanged.
+        """
+        if self.id2label is not None:
             self.id2label = {int(k): v for k, v in self.id2label.items()}
         else:
             n = 2 if self.num_labels is None else self.num_labels
             self.id2label = {i: f"LABEL_{i}" for i in range(n)}
-        self.num_labels = len(self.id2label)
-        if self.label2id is None or len(self.label2id) != self.num_labels:
             self.label2id = {v: k for k, v in self.id2label.items()}
-        else:
+        self.num_labels = len(self.id2label)
+        if self.label2id is not None:
             self.label2id = {k: int(v) for k, v in self.label2id.items()}
 
     @property
