@@ -115,7 +115,7 @@ class LlamaForCausalLM(PreTrainedModel):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__(config)
         self.model = self.base_model_class(config)
-        if not config.tie_word_embeddings:
+        if not self.output_embedding_shared():
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 

@@ -66,6 +66,10 @@ class PreTrainedModel(nn.Module):
             base.embed_tokens.weight[pad] = 0
         self.eval()  # MLX modules start in training mode; like a loaded Transformers model, start in eval
 
+    def output_embedding_shared(self) -> bool:
+        """Whether the input embedding doubles as the output projection (then there is no `lm_head`)."""
+        return bool(getattr(self.config, "tie_word_embeddings", False))
+
     @property
     def base_model(self) -> nn.Module:
         return self[self.base_model_prefix]
@@ -130,7 +134,7 @@ class PreTrainedModel(nn.Module):
         other = "transformer" if prefix == "model" else "model"
         if not any(k.startswith(prefix + ".") for k in weights) and any(k.startswith(other + ".") for k in weights):
             weights = {(prefix + k[len(other):] if k.startswith(other + ".") else k): v for k, v in weights.items()}
-        if getattr(self.config, "tie_word_embeddings", False):
+        if self.output_embedding_shared():
             weights.pop("lm_head.weight", None)
         own = {name.split(".")[0] for name, _ in tree_flatten(self.parameters())}
         foreign = sorted(k for k in weights if k.split(".")[0] in HEAD_NAMES and k.split(".")[0] not in own)
