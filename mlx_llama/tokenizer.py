@@ -1,0 +1,960 @@
+"""LlamaTokenizer on SentencePiece alone, behaving like Transformers' slow `LlamaTokenizer` (4.57).
+
+Why a port and not a wrapper: the runtime must not need `transformers`/`tokenizers`, yet users script the
+tokenizer exactly as the Transformers docs show (`legacy`, special tokens written inside the text, padding,
+`decode` rules). Where Transformers' slow and fast tokenizers disagree, this follows the slow one.
+
+Quick tour::
+
+    tok = LlamaTokenizer.from_pretrained("path/to/checkpoint")
+    ids = tok.encode("Hello <s>.")                      # [bos, ...]; "<s>" in the text is the bos token
+    batch = tok(["a", "longer text"], padding=True, return_tensors="mlx")  # input_ids, attention_mask
+    text = tok.decode(ids, skip_special_tokens=True)
+    prompt_ids = tok.apply_chat_template(messages, add_generation_prompt=True)
+    detok = tok.detokenizer()                            # streaming: detok.add_token(id) -> new text
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import sentencepiece as spm
+from google.protobuf.message import DecodeError
+from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+from mlx_llama.errors import TokenizerError
+
+SPIECE_UNDERLINE = "\u2581"
+VOCAB_FILE = "tokenizer.model"
+CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+ADDED_TOKENS_FILE = "added_tokens.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+
+# Order in which Transformers registers the special-token attributes (decides ids of brand-new tokens).
+_SPECIAL_ATTRS = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+# `clean_up_tokenization_spaces`: the fixed English replacements Transformers applies, in its order.
+_CLEANUP_RULES = (
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+)
+
+
+@dataclass(frozen=True)
+class AddedToken:
+    """A token matched verbatim in the text before SentencePiece runs (Transformers' AddedToken flags)."""
+
+    content: str
+    special: bool = False
+    lstrip: bool = False
+    rstrip: bool = False
+    single_word: bool = False
+    normalized: bool = False
+
+    def __str__(self) -> str:
+        return self.content
+
+
+class BatchEncoding(dict):
+    """The dict `__call__` returns (`input_ids`, `attention_mask`, ...), also readable as attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+
+def _as_added_token(value: Any, special: bool) -> AddedToken | None:
+    """Accept a str, an AddedToken or the dict form Transformers writes in its JSON files."""
+    if value is None or isinstance(value, AddedToken):
+        return value
+    if isinstance(value, str):
+        return AddedToken(value, special=special, normalized=not special)
+    if isinstance(value, dict) and "content" in value:
+        fields = {
+            k: value[k] for k in ("lstrip", "rstrip", "single_word", "normalized", "special") if k in value
+        }
+        fields.setdefault("special", special)
+        return AddedToken(value["content"], **fields)
+    if hasattr(value, "content"):  # a tokenizers/transformers AddedToken object
+        return AddedToken(
+            value.content,
+            special=getattr(value, "special", special),
+            lstrip=value.lstrip,
+            rstrip=value.rstrip,
+            single_word=value.single_word,
+            normalized=value.normalized,
+        )
+    raise TokenizerError(f"cannot read a token from {value!r}: expected a string or {{'content': ...}}")
+
+
+def _load_sentencepiece(vocab_file: str, strip_dummy_prefix: bool, sp_model_kwargs: dict[str, Any]):
+    """Read tokenizer.model; return (processor, original file bytes).
+
+    With `strip_dummy_prefix` (legacy=False) the model proto is reloaded with `add_dummy_prefix=False`, as
+    Transformers does, so that no "▁" is added after special tokens.
+    """
+    if not os.path.isfile(vocab_file):
+        raise TokenizerError(
+            f"SentencePiece model not found: {vocab_file!r}. A LLaMA tokenizer needs its {VOCAB_FILE} file "
+            "(copy it from the original checkpoint)."
+        )
+    with open(vocab_file, "rb") as f:
+        raw = f.read()
+    proto = model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(raw)
+    except DecodeError as exc:
+        raise TokenizerError(
+            f"{vocab_file!r} is not a valid SentencePiece model (corrupt or truncated): {exc}"
+        ) from exc
+    if len(proto.pieces) == 0:
+        raise TokenizerError(
+            f"{vocab_file!r} is not a valid SentencePiece model: it holds no vocabulary pieces"
+        )
+    if strip_dummy_prefix:
+        proto.normalizer_spec.add_dummy_prefix = False
+    processor = spm.SentencePieceProcessor(**sp_model_kwargs)
+    try:
+        processor.LoadFromSerializedProto(proto.SerializeToString())
+    except (RuntimeError, OSError) as exc:
+        raise TokenizerError(f"SentencePiece could not load {vocab_file!r}: {exc}") from exc
+    return processor, raw
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise TokenizerError(f"{path!r} is not valid JSON: {exc}") from exc
+
+
+class LlamaTokenizer:
+    """SentencePiece BPE tokenizer with the behaviour of Transformers' slow `LlamaTokenizer`.
+
+    Arguments and defaults are Transformers': `legacy=None` means True (old behaviour: every text chunk,
+    including the one right after a special token, gets SentencePiece's dummy "▁" prefix); `legacy=False`
+    adds the prefix only once at the start of the text. `padding_side` defaults to "right" as in the slow
+    tokenizer. Special tokens written inside the text ("Hello <s>.") are recognised and mapped to their ids.
+    """
+
+    vocab_files_names = {"vocab_file": VOCAB_FILE}
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(
+        self,
+        vocab_file: str,
+        unk_token: str | AddedToken | None = "<unk>",
+        bos_token: str | AddedToken | None = "<s>",
+        eos_token: str | AddedToken | None = "</s>",
+        pad_token: str | AddedToken | None = None,
+        sp_model_kwargs: dict[str, Any] | None = None,
+        add_bos_token: bool = True,
+        add_eos_token: bool = False,
+        clean_up_tokenization_spaces: bool = False,
+        use_default_system_prompt: bool = False,
+        spaces_between_special_tokens: bool = False,
+        legacy: bool | None = None,
+        add_prefix_space: bool = True,
+        *,
+        additional_special_tokens: Sequence[str | AddedToken] | None = None,
+        added_tokens_decoder: dict[int, Any] | None = None,
+        padding_side: str = "right",
+        truncation_side: str = "right",
+        model_max_length: int | None = None,
+        chat_template: str | None = None,
+    ) -> None:
+        if legacy is None:
+            warnings.warn(
+                "LlamaTokenizer: `legacy` not set, using the legacy behaviour (legacy=True) as Transformers does; "
+                "pass legacy=False for the fixed handling of text after special tokens.",
+                stacklevel=2,
+            )
+            legacy = True
+        self.legacy = bool(legacy)
+        self.vocab_file = vocab_file
+        self.sp_model_kwargs = dict(sp_model_kwargs or {})
+        self.add_bos_token = add_bos_token
+        self.add_eos_token = add_eos_token
+        self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
+        self.use_default_system_prompt = use_default_system_prompt
+        self.spaces_between_special_tokens = spaces_between_special_tokens
+        self.add_prefix_space = add_prefix_space
+        self.padding_side = padding_side
+        self.truncation_side = truncation_side
+        self.model_max_length = model_max_length
+        self.chat_template = chat_template
+        self.sp_model, self._model_bytes = _load_sentencepiece(
+            vocab_file, not self.legacy, self.sp_model_kwargs
+        )
+        self._pieces = [self.sp_model.id_to_piece(i) for i in range(self.sp_model.get_piece_size())]
+        self._piece_ids = {p: i for i, p in enumerate(self._pieces)}
+
+        self._special: dict[str, AddedToken | None] = {}
+        self._additional_special: list[AddedToken] = []
+        self._added_decoder: dict[int, AddedToken] = {}
+        self._added_encoder: dict[str, int] = {}
+        for index, token in (added_tokens_decoder or {}).items():
+            tok = _as_added_token(token, special=False)
+            self._added_decoder[int(index)] = tok
+            self._added_encoder[tok.content] = int(index)
+        for attr, value in zip(_SPECIAL_ATTRS, (bos_token, eos_token, unk_token, pad_token), strict=True):
+            self._special[attr] = _as_added_token(value, special=True)
+        for value in additional_special_tokens or ():
+            tok = _as_added_token(value, special=True)
+            if tok.content not in [t.content for t in self._additional_special]:
+                self._additional_special.append(tok)
+        self._register([t for t in self._special_tokens_extended() if t.content not in self._added_encoder])
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> LlamaTokenizer:
+        """Load from a directory holding `tokenizer.model` (+ `tokenizer_config.json`, `special_tokens_map.json`,
+        `added_tokens.json`, `chat_template.jinja` when present). Keyword arguments override the files."""
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise TokenizerError(f"tokenizer directory not found: {path!r}")
+        init: dict[str, Any] = {}
+        config_path = os.path.join(path, CONFIG_FILE)
+        if os.path.isfile(config_path):
+            config = _read_json(config_path)
+            for key in (
+                "add_bos_token",
+                "add_eos_token",
+                "clean_up_tokenization_spaces",
+                "use_default_system_prompt",
+                "spaces_between_special_tokens",
+                "legacy",
+                "add_prefix_space",
+                "sp_model_kwargs",
+                "padding_side",
+                "truncation_side",
+                "model_max_length",
+                "chat_template",
+                "additional_special_tokens",
+                *_SPECIAL_ATTRS,
+            ):
+                if key in config:
+                    init[key] = config[key]
+            if "added_tokens_decoder" in config:
+                init["added_tokens_decoder"] = {int(k): v for k, v in config["added_tokens_decoder"].items()}
+            if init.get("model_max_length") is not None and init["model_max_length"] > 1e29:
+                init["model_max_length"] = None  # Transformers' "no limit" sentinel
+            if isinstance(init.get("chat_template"), list):  # named templates: keep the default one
+                named = {t.get("name"): t.get("template") for t in init["chat_template"]}
+                init["chat_template"] = named.get("default")
+        map_path = os.path.join(path, SPECIAL_TOKENS_MAP_FILE)
+        if os.path.isfile(map_path):
+            for key, value in _read_json(map_path).items():
+                if key in _SPECIAL_ATTRS or key == "additional_special_tokens":
+                    init.setdefault(key, value)
+        added_path = os.path.join(path, ADDED_TOKENS_FILE)
+        if os.path.isfile(added_path) and "added_tokens_decoder" not in init:
+            added = _read_json(added_path)
+            init["added_tokens_decoder"] = {int(i): AddedToken(c) for c, i in added.items()}
+        jinja_path = os.path.join(path, CHAT_TEMPLATE_FILE)
+        if os.path.isfile(jinja_path):
+            with open(jinja_path, encoding="utf-8") as f:
+                init["chat_template"] = f.read()
+        init.update(kwargs)
+        return cls(os.path.join(path, VOCAB_FILE), **init)
+
+    def save_pretrained(self, path: str | os.PathLike) -> tuple[str, ...]:
+        """Write tokenizer.model, tokenizer_config.json and special_tokens_map.json (Transformers can read them)."""
+        path = os.fspath(path)
+        os.makedirs(path, exist_ok=True)
+        vocab_out = os.path.join(path, VOCAB_FILE)
+        with open(vocab_out, "wb") as f:
+            f.write(self._model_bytes)  # the original proto, never the legacy=False variant
+        config: dict[str, Any] = {
+            "tokenizer_class": "LlamaTokenizer",
+            "add_bos_token": self.add_bos_token,
+            "add_eos_token": self.add_eos_token,
+            "add_prefix_space": self.add_prefix_space,
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
+            "legacy": self.legacy,
+            "padding_side": self.padding_side,
+            "truncation_side": self.truncation_side,
+            "sp_model_kwargs": self.sp_model_kwargs,
+            "spaces_between_special_tokens": self.spaces_between_special_tokens,
+            "use_default_system_prompt": self.use_default_system_prompt,
+            "added_tokens_decoder": {str(i): asdict(t) for i, t in sorted(self._added_decoder.items())},
+            "additional_special_tokens": [t.content for t in self._additional_special],
+        }
+        special_map: dict[str, Any] = {}
+        for attr, tok in self._special.items():
+            config[attr] = tok.content if tok is not None else None
+            if tok is not None:
+                special_map[attr] = {k: v for k, v in asdict(tok).items() if k != "special"}
+        if self._additional_special:
+            special_map["additional_special_tokens"] = [t.content for t in self._additional_special]
+        if self.model_max_length is not None:
+            config["model_max_length"] = self.model_max_length
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
+        config_out = os.path.join(path, CONFIG_FILE)
+        map_out = os.path.join(path, SPECIAL_TOKENS_MAP_FILE)
+        for out, data in ((config_out, config), (map_out, special_map)):
+            with open(out, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=2, ensure_ascii=False)
+                f.write("\n")
+        return vocab_out, config_out, map_out
+
+    # ------------------------------------------------------------------ vocabulary and special tokens
+    def _special_tokens_extended(self) -> list[AddedToken]:
+        out = [t for t in self._special.values() if t is not None]
+        names = {t.content for t in out}
+        out += [t for t in self._additional_special if t.content not in names]
+        return out
+
+    def _register(self, tokens: Iterable[AddedToken]) -> int:
+        """Give each token an id: its piece id if SentencePiece knows it, else the next free id."""
+        added = 0
+        for tok in tokens:
+            if not tok.content or tok.content in self._added_encoder:
+                continue
+            vocab = self.get_vocab()
+            if tok.content in vocab:
+                index = vocab[tok.content]
+            else:
+                index = len(vocab)
+                added += 1
+            self._added_decoder[index] = tok
+            self._added_encoder[tok.content] = index
+        self._split_re = None
+        return added
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of SentencePiece pieces (added tokens not included, as in Transformers)."""
+        return len(self._pieces)
+
+    def __len__(self) -> int:
+        return len(self.get_vocab())
+
+    def get_vocab(self) -> dict[str, int]:
+        """token -> id for every piece and added token."""
+        vocab = dict(self._piece_ids)
+        vocab.update(self._added_encoder)
+        return vocab
+
+    def _token_str(self, attr: str) -> str | None:
+        tok = self._special[attr]
+        return None if tok is None else tok.content
+
+    def _set_token(self, attr: str, value: str | AddedToken | None) -> None:
+        self._special[attr] = _as_added_token(value, special=True)
+        self._split_re = None
+
+    bos_token = property(
+        lambda self: self._token_str("bos_token"), lambda self, v: self._set_token("bos_token", v)
+    )
+    eos_token = property(
+        lambda self: self._token_str("eos_token"), lambda self, v: self._set_token("eos_token", v)
+    )
+    unk_token = property(
+        lambda self: self._token_str("unk_token"), lambda self, v: self._set_token("unk_token", v)
+    )
+    pad_token = property(
+        lambda self: self._token_str("pad_token"), lambda self, v: self._set_token("pad_token", v)
+    )
+    bos_token_id = property(lambda self: self.convert_tokens_to_ids(self.bos_token))
+    eos_token_id = property(lambda self: self.convert_tokens_to_ids(self.eos_token))
+    unk_token_id = property(lambda self: self.convert_tokens_to_ids(self.unk_token))
+    pad_token_id = property(lambda self: self.convert_tokens_to_ids(self.pad_token))
+
+    @property
+    def additional_special_tokens(self) -> list[str]:
+        return [t.content for t in self._additional_special]
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        """bos, eos, unk, pad (when set) and the additional special tokens, without duplicates."""
+        return [t.content for t in self._special_tokens_extended()]
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return [self.convert_tokens_to_ids(t) for t in self.all_special_tokens]
+
+    @property
+    def added_tokens_decoder(self) -> dict[int, AddedToken]:
+        return dict(sorted(self._added_decoder.items()))
+
+    def add_special_tokens(self, special_tokens_dict: dict[str, Any]) -> int:
+        """Set special tokens, e.g. `{"pad_token": "<pad>"}`; returns how many new ids were created."""
+        new: list[AddedToken] = []
+        for key, value in special_tokens_dict.items():
+            if key in _SPECIAL_ATTRS:
+                self._set_token(key, value)
+                new.append(self._special[key])
+            elif key == "additional_special_tokens":
+                for v in value:
+                    tok = _as_added_token(v, special=True)
+                    if tok.content not in self.additional_special_tokens:
+                        self._additional_special.append(tok)
+                    new.append(tok)
+            else:
+                raise TokenizerError(
+                    f"unknown special token key {key!r}; use one of {', '.join(_SPECIAL_ATTRS)} "
+                    "or additional_special_tokens"
+                )
+        return self._register(new)
+
+    def add_tokens(
+        self, tokens: str | AddedToken | Sequence[str | AddedToken], special_tokens: bool = False
+    ) -> int:
+        """Add tokens matched verbatim in the text; returns how many new ids were created."""
+        if isinstance(tokens, (str, AddedToken)):
+            tokens = [tokens]
+        new = []
+        for value in tokens:
+            tok = _as_added_token(value, special=special_tokens)
+            if special_tokens and tok.content not in self.all_special_tokens:
+                self._additional_special.append(tok)
+            new.append(tok)
+        return self._register(new)
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str] | None) -> int | list[int] | None:
+        """Token string(s) -> id(s); unknown strings map to the unk id, as SentencePiece does."""
+        if tokens is None:
+            return None
+        if isinstance(tokens, str):
+            if tokens in self._added_encoder:
+                return self._added_encoder[tokens]
+            return self._piece_ids.get(tokens, self.sp_model.unk_id())
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def convert_ids_to_tokens(
+        self, ids: int | Sequence[int], skip_special_tokens: bool = False
+    ) -> str | list[str]:
+        """Id(s) -> token string(s); raises TokenizerError for an id outside the vocabulary."""
+        if isinstance(ids, (int, np.integer)):
+            return self._id_to_token(int(ids))
+        special = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self._id_to_token(int(i)) for i in ids if int(i) not in special]
+
+    def _id_to_token(self, index: int) -> str:
+        if index in self._added_decoder:
+            return self._added_decoder[index].content
+        if 0 <= index < len(self._pieces):
+            return self._pieces[index]
+        raise TokenizerError(
+            f"token id {index} is out of range: this tokenizer has ids 0..{len(self) - 1} "
+            f"({self.vocab_size} SentencePiece pieces + {len(self) - self.vocab_size} added tokens)"
+        )
+
+    # ------------------------------------------------------------------ encoding
+    def _splitter(self) -> re.Pattern | None:
+        if getattr(self, "_split_re", None) is None:
+            contents = sorted(self._added_encoder, key=len, reverse=True)
+            self._split_re = re.compile("|".join(re.escape(c) for c in contents)) if contents else None
+        return self._split_re
+
+    def _split_added(self, text: str) -> list[str | AddedToken]:
+        """Cut the text at added tokens (longest match first), applying their lstrip/rstrip/single_word flags."""
+        pattern = self._splitter()
+        if pattern is None:
+            return [text]
+        parts: list[str | AddedToken] = []
+        pos = 0
+        for match in pattern.finditer(text):
+            parts.append(text[pos : match.start()])
+            parts.append(self._added_decoder[self._added_encoder[match.group()]])
+            pos = match.end()
+        parts.append(text[pos:])
+        for i, part in enumerate(parts):
+            if not isinstance(part, AddedToken):
+                continue
+            left = parts[i - 1] if i > 0 else None
+            right = parts[i + 1] if i + 1 < len(parts) else None
+            if part.rstrip and isinstance(right, str) and right:
+                parts[i + 1] = right.lstrip()
+            if part.lstrip and isinstance(left, str) and left:
+                parts[i - 1] = left.rstrip()
+            if part.single_word and isinstance(left, str) and left and left[-1] != " ":
+                parts[i - 1] = left + part.content
+                parts[i] = ""
+            elif part.single_word and isinstance(right, str) and right and right[0] != " ":
+                parts[i + 1] = part.content + right
+                parts[i] = ""
+        return [p for p in parts if isinstance(p, AddedToken) or p]
+
+    def _encode_chunk(self, chunk: str) -> list[str]:
+        """SentencePiece pieces of one piece of text between added tokens."""
+        if self.legacy or not chunk.startswith((SPIECE_UNDERLINE, " ")):
+            return self.sp_model.encode(chunk, out_type=str)
+        # legacy=False: the model has no dummy prefix and would drop a leading "▁"; encode behind the unk text
+        # and cut its pieces off again, so the leading space survives.
+        prefix_len = len(self.sp_model.encode(self.unk_token, out_type=str))
+        pieces = self.sp_model.encode(self.unk_token + chunk, out_type=str)
+        return pieces[prefix_len:] if len(pieces) >= prefix_len else pieces
+
+    def tokenize(self, text: str) -> list[str]:
+        """Text -> token strings (SentencePiece pieces and added tokens), before any bos/eos is added."""
+        if not isinstance(text, str):
+            raise TokenizerError(f"tokenize expects a str, got {type(text).__name__}")
+        if not self.legacy and text:
+            text = text.replace(SPIECE_UNDERLINE, " ")
+            if self.add_prefix_space:
+                text = SPIECE_UNDERLINE + text
+        tokens: list[str] = []
+        for part in self._split_added(text):
+            if isinstance(part, AddedToken):
+                tokens.append(part.content)
+            else:
+                tokens.extend(self._encode_chunk(part))
+        if (
+            not self.legacy
+            and len(tokens) > 1
+            and tokens[0] == SPIECE_UNDERLINE
+            and tokens[1] in self.all_special_tokens
+        ):
+            tokens = tokens[1:]
+        return tokens
+
+    def build_inputs_with_special_tokens(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
+        """`[bos] + A + [eos]` (+ the same around B), each per `add_bos_token`/`add_eos_token`."""
+        bos = [self.bos_token_id] if self.add_bos_token else []
+        eos = [self.eos_token_id] if self.add_eos_token else []
+        out = bos + list(token_ids_0) + eos
+        if token_ids_1 is not None:
+            out += bos + list(token_ids_1) + eos
+        return out
+
+    def get_special_tokens_mask(
+        self,
+        token_ids_0: list[int],
+        token_ids_1: list[int] | None = None,
+        already_has_special_tokens: bool = False,
+    ) -> list[int]:
+        """1 where build_inputs_with_special_tokens puts bos/eos, else 0 (or: 1 on any special id already there)."""
+        if already_has_special_tokens:
+            if token_ids_1 is not None:
+                raise TokenizerError("already_has_special_tokens=True takes one sequence of ids, not a pair")
+            special = set(self.all_special_ids)
+            return [1 if i in special else 0 for i in token_ids_0]
+        bos = [1] if self.add_bos_token else []
+        eos = [1] if self.add_eos_token else []
+        out = bos + [0] * len(token_ids_0) + eos
+        if token_ids_1 is not None:
+            out += bos + [0] * len(token_ids_1) + eos
+        return out
+
+    def create_token_type_ids_from_sequences(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
+        """0 over the first sequence with its bos/eos, 1 over the second."""
+        n_special = int(self.add_bos_token) + int(self.add_eos_token)
+        out = [0] * (len(token_ids_0) + n_special)
+        if token_ids_1 is not None:
+            out += [1] * (len(token_ids_1) + n_special)
+        return out
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return len(self.build_inputs_with_special_tokens([], [] if pair else None))
+
+    def _truncate(self, ids: list[int], pair: list[int] | None, max_length: int, add_special: bool):
+        """Transformers' "longest_first" truncation so that the result, special tokens included, fits."""
+        n_special = self.num_special_tokens_to_add(pair is not None) if add_special else 0
+        excess = len(ids) + (len(pair) if pair is not None else 0) + n_special - max_length
+        if excess <= 0:
+            return ids, pair
+        if self.truncation_side not in ("left", "right"):
+            raise TokenizerError(f"truncation_side must be 'left' or 'right', got {self.truncation_side!r}")
+
+        def cut(seq: list[int], n: int) -> list[int]:
+            if n <= 0:
+                return seq
+            return seq[:-n] if self.truncation_side == "right" else seq[n:]
+
+        if pair is None:
+            if len(ids) <= excess:
+                raise TokenizerError(
+                    f"max_length={max_length} is too small: the special tokens alone need {n_special} positions"
+                )
+            return cut(ids, excess), None
+        first = min(abs(len(pair) - len(ids)), excess)
+        second = excess - first
+        if len(ids) > len(pair):
+            n_ids, n_pair = first + second // 2, second - second // 2
+        else:
+            n_ids, n_pair = second // 2, first + second - second // 2
+        return cut(ids, n_ids), cut(pair, n_pair)
+
+    def _ids_of(self, text: str | list[int]) -> list[int]:
+        if isinstance(text, str):
+            return self.convert_tokens_to_ids(self.tokenize(text))
+        if isinstance(text, (list, tuple)) and all(isinstance(i, (int, np.integer)) for i in text):
+            return [int(i) for i in text]
+        raise TokenizerError(f"expected a str (or a list of ids), got {type(text).__name__}")
+
+    def _encode_one(
+        self, text, text_pair, add_special_tokens: bool, truncation, max_length: int | None
+    ) -> dict:
+        ids = self._ids_of(text)
+        pair = self._ids_of(text_pair) if text_pair is not None else None
+        if truncation not in (False, None, "do_not_truncate"):
+            if truncation not in (True, "longest_first"):
+                raise TokenizerError(
+                    f"truncation={truncation!r} is not supported; use True or 'longest_first'"
+                )
+            limit = max_length if max_length is not None else self.model_max_length
+            if limit is not None:
+                ids, pair = self._truncate(ids, pair, limit, add_special_tokens)
+        if add_special_tokens:
+            input_ids = self.build_inputs_with_special_tokens(ids, pair)
+            type_ids = self.create_token_type_ids_from_sequences(ids, pair)
+        else:
+            input_ids = ids + (pair or [])
+            type_ids = [0] * len(ids) + [1] * len(pair or [])
+        return {"input_ids": input_ids, "token_type_ids": type_ids, "attention_mask": [1] * len(input_ids)}
+
+    def encode(
+        self,
+        text: str,
+        text_pair: str | None = None,
+        add_special_tokens: bool = True,
+        truncation: bool | str = False,
+        max_length: int | None = None,
+    ) -> list[int]:
+        """Text -> ids, with bos (and eos when `add_eos_token`) unless `add_special_tokens=False`."""
+        return self._encode_one(text, text_pair, add_special_tokens, truncation, max_length)["input_ids"]
+
+    def __call__(
+        self,
+        text: str | Sequence[str],
+        text_pair: str | Sequence[str] | None = None,
+        add_special_tokens: bool = True,
+        padding: bool | str = False,
+        truncation: bool | str = False,
+        max_length: int | None = None,
+        padding_side: str | None = None,
+        return_tensors: str | None = None,
+        return_attention_mask: bool = True,
+        return_token_type_ids: bool = False,
+    ) -> BatchEncoding:
+        """Encode one text or a batch; returns `input_ids` and `attention_mask` (1 = token, 0 = padding).
+
+        `padding`: False, True/"longest" (to the longest in the batch) or "max_length". `padding_side`:
+        "left"/"right" (default `self.padding_side`). `return_tensors`: None (lists), "np" or "mlx"; with
+        tensors a single text still gets a batch axis, as in Transformers.
+        """
+        batched = (
+            not isinstance(text, str)
+            and isinstance(text, (list, tuple))
+            and (len(text) == 0 or not isinstance(text[0], (int, np.integer)))
+        )
+        texts = list(text) if batched else [text]
+        if text_pair is None:
+            pairs = [None] * len(texts)
+        else:
+            pairs = list(text_pair) if batched else [text_pair]
+            if len(pairs) != len(texts):
+                raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} text pairs")
+        rows = [
+            self._encode_one(t, p, add_special_tokens, truncation, max_length) for t, p in zip(texts, pairs)
+        ]
+        rows = self._pad(rows, padding, max_length, padding_side)
+        keys = ["input_ids"]
+        if return_token_type_ids:
+            keys.append("token_type_ids")
+        if return_attention_mask:
+            keys.append("attention_mask")
+        out = BatchEncoding()
+        for key in keys:
+            values = [r[key] for r in rows]
+            out[key] = (
+                self._to_tensor(values, return_tensors, key)
+                if return_tensors
+                else (values if batched else values[0])
+            )
+        return out
+
+    def _pad(self, rows: list[dict], padding, max_length: int | None, padding_side: str | None) -> list[dict]:
+        if padding in (False, None, "do_not_pad"):
+            return rows
+        if padding in (True, "longest"):
+            target = max((len(r["input_ids"]) for r in rows), default=0)
+        elif padding == "max_length":
+            target = max_length if max_length is not None else self.model_max_length
+            if target is None:
+                raise TokenizerError(
+                    "padding='max_length' needs max_length= (or model_max_length in the config)"
+                )
+        else:
+            raise TokenizerError(
+                f"padding={padding!r} is not valid; use False, True, 'longest' or 'max_length'"
+            )
+        side = padding_side if padding_side is not None else self.padding_side
+        if side not in ("left", "right"):
+            raise TokenizerError(f"padding_side must be 'left' or 'right', got {side!r}")
+        if self.pad_token_id is None and any(len(r["input_ids"]) < target for r in rows):
+            raise TokenizerError(
+                "this tokenizer has no pad token, so it cannot pad: set `tok.pad_token = tok.eos_token` or "
+                "`tok.add_special_tokens({'pad_token': '<pad>'})` (or pad_token in tokenizer_config.json)"
+            )
+        fill = {"input_ids": self.pad_token_id, "token_type_ids": 0, "attention_mask": 0}
+        padded = []
+        for row in rows:
+            n = target - len(row["input_ids"])
+            if n <= 0:
+                padded.append(row)
+                continue
+            padded.append(
+                {k: ([fill[k]] * n + v) if side == "left" else (v + [fill[k]] * n) for k, v in row.items()}
+            )
+        return padded
+
+    @staticmethod
+    def _to_tensor(values: list[list[int]], return_tensors: str, key: str):
+        if len({len(v) for v in values}) > 1:
+            raise TokenizerError(
+                f"cannot make a {return_tensors!r} tensor of {key}: the sequences have different lengths; "
+                "pass padding=True (or truncation with max_length)"
+            )
+        if return_tensors == "np":
+            return np.array(values, dtype=np.int64)
+        if return_tensors == "mlx":
+            import mlx.core as mx
+
+            return mx.array(np.array(values, dtype=np.int32))
+        raise TokenizerError(f"return_tensors={return_tensors!r} is not supported; use None, 'np' or 'mlx'")
+
+    # ------------------------------------------------------------------ decoding
+    @staticmethod
+    def _id_list(token_ids: Any) -> list[int]:
+        if isinstance(token_ids, (int, np.integer)):
+            return [int(token_ids)]
+        if hasattr(token_ids, "tolist"):  # numpy / mlx arrays
+            token_ids = token_ids.tolist()
+            if isinstance(token_ids, int):
+                return [token_ids]
+        ids = list(token_ids)
+        if any(isinstance(i, (list, tuple)) for i in ids):
+            raise TokenizerError("decode takes one sequence of ids; use batch_decode for a batch")
+        return [int(i) for i in ids]
+
+    def _legacy_added_tokens(self) -> set[str]:
+        """Added tokens decoded as standalone pieces: non-special ones, and special ones beyond the vocab."""
+        special = set(self.all_special_tokens)
+        out = {c for c in self._added_encoder if c not in special}
+        out |= {t for t in self.additional_special_tokens if self.convert_tokens_to_ids(t) >= self.vocab_size}
+        return out
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Token strings -> text, with the slow tokenizer's space rules around special tokens.
+
+        The first token loses its "▁" (the prefix space added at encoding); special tokens are written as
+        their text; with legacy=True a space is inserted before the text that precedes a special token.
+        """
+        if not tokens:
+            return ""
+        tokens = list(tokens)
+        if tokens[0].startswith(SPIECE_UNDERLINE) and self.add_prefix_space:
+            tokens[0] = tokens[0][1:]
+        special = set(self.all_special_tokens)
+        out: list[str] = []
+        run: list[str] = []
+        prev_special = False
+        for i, token in enumerate(tokens):
+            if token in special:
+                if not prev_special and i != 0 and self.legacy:
+                    out.append(" ")
+                out.append(self.sp_model.decode_pieces(run) + token)
+                run = []
+                prev_special = True
+            else:
+                if (
+                    prev_special
+                    and i == 1
+                    and self.add_prefix_space
+                    and not token.startswith(SPIECE_UNDERLINE)
+                ):
+                    out.append(" ")
+                run.append(token)
+                prev_special = False
+        out.append(self.sp_model.decode_pieces(run))
+        return "".join(out)
+
+    @staticmethod
+    def clean_up_tokenization(text: str) -> str:
+        """Remove the spaces before English punctuation and contractions (`clean_up_tokenization_spaces`)."""
+        for old, new in _CLEANUP_RULES:
+            text = text.replace(old, new)
+        return text
+
+    def decode(
+        self,
+        token_ids: Any,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+        spaces_between_special_tokens: bool = True,
+    ) -> str:
+        """Ids -> text exactly as Transformers' slow tokenizer (note: the first token's prefix space is dropped,
+        so decoding token by token loses spaces; use `detokenizer()` to stream)."""
+        tokens = self.convert_ids_to_tokens(self._id_list(token_ids), skip_special_tokens=skip_special_tokens)
+        standalone = self._legacy_added_tokens()
+        special = set(self.all_special_tokens)
+        texts: list[str] = []
+        run: list[str] = []
+        for token in tokens:
+            if skip_special_tokens and token in special:
+                continue
+            if token in standalone:
+                if run:
+                    piece = self.convert_tokens_to_string(run)
+                    if piece:
+                        texts.append(piece)
+                    run = []
+                texts.append(token)
+            else:
+                run.append(token)
+        if run:
+            texts.append(self.convert_tokens_to_string(run))
+        text = (" " if spaces_between_special_tokens else "").join(texts)
+        cleanup = (
+            self.clean_up_tokenization_spaces
+            if clean_up_tokenization_spaces is None
+            else clean_up_tokenization_spaces
+        )
+        return self.clean_up_tokenization(text) if cleanup else text
+
+    def batch_decode(self, sequences: Any, skip_special_tokens: bool = False, **kwargs: Any) -> list[str]:
+        """`decode` for each row of a batch (list of lists or a 2D array)."""
+        if hasattr(sequences, "tolist"):
+            sequences = sequences.tolist()
+        return [self.decode(seq, skip_special_tokens=skip_special_tokens, **kwargs) for seq in sequences]
+
+    def detokenizer(self):
+        """A fresh StreamingDetokenizer for this tokenizer (see mlx_llama.detokenizer)."""
+        from mlx_llama.detokenizer import StreamingDetokenizer
+
+        return StreamingDetokenizer(self)
+
+    # ------------------------------------------------------------------ chat
+    @property
+    def chat_format(self) -> str:
+        """ "llama-2" for the Llama 2 chat template, "plain" when there is none (see `render_chat`)."""
+        return chat_format_of(self.chat_template)
+
+    @property
+    def has_chat_template(self) -> bool:
+        """True when the checkpoint ships a chat template (rendered natively); False means the plain format."""
+        return self.chat_template is not None
+
+    def apply_chat_template(
+        self,
+        messages: Sequence[dict[str, str]],
+        add_generation_prompt: bool = False,
+        tokenize: bool = True,
+    ) -> list[int] | str:
+        """Render a conversation (see `render_chat` for the two formats); returns ids, or the text if not tokenize.
+
+        As in Transformers, the Llama 2 text carries its own "<s>"/"</s>" and is tokenised without adding
+        special tokens; the plain text carries none and is tokenised with the bos added.
+        """
+        text, add_special = render_chat(self, messages, add_generation_prompt)
+        if not tokenize:
+            return text
+        return self.encode(text, add_special_tokens=add_special)
+
+    def __repr__(self) -> str:
+        return (
+            f"LlamaTokenizer(vocab_file={self.vocab_file!r}, vocab_size={self.vocab_size}, len={len(self)}, "
+            f"legacy={self.legacy}, add_bos_token={self.add_bos_token}, add_eos_token={self.add_eos_token}, "
+            f"padding_side={self.padding_side!r}, chat_format={self.chat_format!r})"
+        )
+
+
+# ---------------------------------------------------------------------- chat formats
+LLAMA2_ROLE_ERROR = "Conversation roles must alternate user/assistant/user/assistant/..."
+
+
+def chat_format_of(chat_template: str | None) -> str:
+    """Recognise the chat template without Jinja: the Llama 2 template is the one mentioning [INST] and <<SYS>>."""
+    if chat_template is None:
+        return "plain"
+    if "[INST]" in chat_template and "<<SYS>>" in chat_template:
+        return "llama-2"
+    raise TokenizerError(
+        "the chat_template in tokenizer_config.json is not the Llama 2 chat template and mlx_llama renders chat "
+        "formats natively (no Jinja); remove chat_template to use the plain format, or render the prompt yourself"
+    )
+
+
+def _check_messages(messages: Sequence[dict[str, str]]) -> None:
+    if not isinstance(messages, (list, tuple)):
+        raise TokenizerError(
+            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {messages!r}"
+        )
+    for i, message in enumerate(messages):
+        if (
+            not isinstance(message, dict)
+            or not isinstance(message.get("role"), str)
+            or not isinstance(message.get("content"), str)
+        ):
+            raise TokenizerError(
+                f"messages[{i}] must be a dict with str 'role' and 'content', got {message!r}"
+            )
+
+
+def render_llama2(messages: Sequence[dict[str, str]], bos: str, eos: str) -> str:
+    """The Llama 2 chat format, character for character what Transformers renders from the Llama-2-*-chat
+    template: a leading system message is folded into the first user turn as "<<SYS>>\\n...\\n<</SYS>>\\n\\n";
+    a user turn is `bos + "[INST] " + content.strip() + " [/INST]"`, an assistant turn
+    `" " + content.strip() + " " + eos`. Roles must alternate starting with user (other roles at the
+    assistant positions render nothing, as in the template). There is no separate generation prompt: the
+    text already ends with " [/INST]" after a user turn.
+    """
+    system = None
+    if messages and messages[0]["role"] == "system":
+        system, messages = messages[0]["content"], messages[1:]
+    parts = []
+    for index, message in enumerate(messages):
+        if (message["role"] == "user") != (index % 2 == 0):
+            raise TokenizerError(LLAMA2_ROLE_ERROR)
+        content = message["content"]
+        if index == 0 and system is not None:
+            content = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + content
+        if message["role"] == "user":
+            parts.append(bos + "[INST] " + content.strip() + " [/INST]")
+        elif message["role"] == "assistant":
+            parts.append(" " + content.strip() + " " + eos)
+    return "".join(parts)
+
+
+def render_plain(messages: Sequence[dict[str, str]], add_generation_prompt: bool) -> str:
+    """The documented format for checkpoints without a chat template (base models): one line per message,
+    `"<Role>: <content stripped>\\n"` with the role capitalised ("System", "User", "Assistant"), and, with
+    `add_generation_prompt`, a final `"Assistant:"` for the model to continue. No special tokens in the text.
+    """
+    text = "".join(f"{m['role'].capitalize()}: {m['content'].strip()}\n" for m in messages)
+    return text + ("Assistant:" if add_generation_prompt else "")
+
+
+def render_chat(tok: LlamaTokenizer, messages: Sequence[dict[str, str]], add_generation_prompt: bool):
+    """Return (text, add_special_tokens to use when tokenising it) for the tokenizer's chat format."""
+    _check_messages(messages)
+    if tok.chat_format == "llama-2":
+        return render_llama2(messages, tok.bos_token or "", tok.eos_token or ""), False
+    return render_plain(messages, add_generation_prompt), True
