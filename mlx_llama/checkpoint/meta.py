@@ -1,0 +1,302 @@
+"""The original Meta LLaMA 1/2 layout: params.json, consolidated.NN.pth tensor-parallel shards and
+tokenizer.model.
+
+The only place that knows the Meta -> Transformers weight names, which axis each tensor was split on, and the
+q/k row permutation (Meta's interleaved rotary pairs -> Transformers' rotate-half order). Tensors are merged
+one at a time, each shard's slice copied straight from its mapped file into the merged (and permuted) buffer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError, ConversionError
+from .torch_pickle import LazyTensor, load_torch_file
+
+# Meta per-layer name -> (Transformers name inside model.layers.i, shard axis or None when replicated)
+_LAYER = {
+    "attention.wq.weight": ("self_attn.q_proj.weight", 0),
+    "attention.wk.weight": ("self_attn.k_proj.weight", 0),
+    "attention.wv.weight": ("self_attn.v_proj.weight", 0),
+    "attention.wo.weight": ("self_attn.o_proj.weight", 1),
+    "feed_forward.w1.weight": ("mlp.gate_proj.weight", 0),
+    "feed_forward.w2.weight": ("mlp.down_proj.weight", 1),
+    "feed_forward.w3.weight": ("mlp.up_proj.weight", 0),
+    "attention_norm.weight": ("input_layernorm.weight", None),
+    "ffn_norm.weight": ("post_attention_layernorm.weight", None),
+}
+# LLaMA 1/2 use fairscale's ParallelEmbedding, which splits the embedding dimension (axis 1).
+_GLOBAL = {
+    "tok_embeddings.weight": ("model.embed_tokens.weight", 1),
+    "norm.weight": ("model.norm.weight", None),
+    "output.weight": ("lm_head.weight", 0),
+}
+_DROPPED = {"rope.freqs"}  # precomputed rotary table in LLaMA 1 files; not a weight
+_LAYER_RE = re.compile(r"layers\.(\d+)\.(.+)")
+CONTEXT_LENGTH = {"1": 2048, "2": 4096}
+VERSIONS = tuple(CONTEXT_LENGTH)
+
+
+def hf_name(meta_name: str) -> tuple[str, int | None] | None:
+    """Transformers name and shard axis for a Meta tensor name; None for tensors that are dropped."""
+    if meta_name in _DROPPED:
+        return None
+    if meta_name in _GLOBAL:
+        return _GLOBAL[meta_name]
+    match = _LAYER_RE.fullmatch(meta_name)
+    if match and match.group(2) in _LAYER:
+        name, axis = _LAYER[match.group(2)]
+        return f"model.layers.{match.group(1)}.{name}", axis
+    raise ConversionError(f"unknown tensor {meta_name!r} in a Meta checkpoint; is this a LLaMA 1/2 checkpoint?")
+
+
+def intermediate_size(dim: int, multiple_of: int = 256, ffn_dim_multiplier: float | None = None) -> int:
+    """Meta's FFN width: 2/3 of 4*dim, times the multiplier, rounded up to a multiple of `multiple_of`."""
+    hidden = int(2 * 4 * dim / 3)
+    hidden = int((ffn_dim_multiplier or 1.0) * hidden)
+    return multiple_of * math.ceil(hidden / multiple_of)
+
+
+def read_params(directory: Path) -> dict:
+    """params.json as a dict (unwrapping the {"model": {...}} form some releases use)."""
+    path = directory / "params.json"
+    try:
+        params = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; a Meta checkpoint directory needs params.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(params, dict) and isinstance(params.get("model"), dict):
+        params = params["model"]
+    for key in ("dim", "n_layers", "n_heads", "norm_eps"):
+        if not isinstance(params, dict) or key not in params:
+            raise CheckpointError(f"{path}: field {key!r} is missing")
+    return params
+
+
+def find_shards(directory: Path) -> list[Path]:
+    """consolidated.NN.pth files sorted by their number (the concatenation order)."""
+    shards = []
+    for path in directory.glob("consolidated.*.pth"):
+        match = re.fullmatch(r"consolidated\.(\d+)\.pth", path.name)
+        if match:
+            shards.append((int(match.group(1)), path))
+    return [p for _, p in sorted(shards)]
+
+
+def find_tokenizer(directory: Path) -> Path | None:
+    """tokenizer.model beside the shards, or one level up as in Meta's LLaMA 1 download."""
+    for candidate in (directory / "tokenizer.model", directory.parent / "tokenizer.model"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def detect_version(params: dict, override: str | None, path: Path) -> str:
+    """'1' or '2': LLaMA 1 ships norm_eps 1e-6, Llama 2 1e-5 (and GQA's n_kv_heads)."""
+    if override is not None:
+        if str(override) not in VERSIONS:
+            raise ConversionError(f"--llama-version {override!r}: expected one of {', '.join(VERSIONS)}")
+        return str(override)
+    if params.get("vocab_size", -1) >= 100000 or params.get("use_scaled_rope") or params.get("rope_theta") == 5e5:
+        raise ConversionError(f"{path}: this looks like a Llama 3 checkpoint, which is not supported (LLaMA 1/2 only)")
+    if "n_kv_heads" in params or params["norm_eps"] == 1e-5:
+        return "2"
+    if params["norm_eps"] == 1e-6:
+        return "1"
+    raise ConversionError(f"{path}: cannot tell the LLaMA version from these params; pass --llama-version 1 or 2")
+
+
+def read_tokenizer(path: Path):
+    """The sentencepiece model (its size is the Meta vocab size when params.json says -1)."""
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor()
+    try:
+        processor.Load(str(path))
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a sentencepiece model ({exc})") from None
+    return processor
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor to be produced: its Transformers name, full shape and dtype name (bfloat16, float16, ...)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class MetaCheckpoint:
+    """An original Meta checkpoint directory, read lazily; `read(name)` builds one merged tensor."""
+
+    def __init__(self, directory: str | Path, llama_version: str | None = None):
+        self.directory = Path(directory)
+        self.params = read_params(self.directory)
+        self.version = detect_version(self.params, llama_version, self.directory / "params.json")
+        paths = find_shards(self.directory)
+        if not paths:
+            raise CheckpointError(f"{self.directory}: params.json found but no consolidated.NN.pth shard")
+        self.shard_paths = paths
+        self.shards = [load_torch_file(p) for p in paths]
+        self.tokenizer_path = find_tokenizer(self.directory)
+        self._sources: dict[str, tuple[str, int | None]] = {}
+        self._specs = self._plan()
+        self.config = self._derive_config()
+
+    # -- planning ------------------------------------------------------------------------------------------
+    def _plan(self) -> list[TensorSpec]:
+        first, first_path = self.shards[0], self.shard_paths[0]
+        names = [n for n in first if n not in _DROPPED]
+        for shard, path in zip(self.shards[1:], self.shard_paths[1:], strict=True):
+            other = {n for n in shard if n not in _DROPPED}
+            missing, extra = sorted(set(names) - other), sorted(other - set(names))
+            if missing or extra:
+                what = f"lacks {missing[0]}" if missing else f"has an unexpected {extra[0]}"
+                raise CheckpointError(f"{path}: {what} compared with {first_path.name}; shards do not match")
+        specs = []
+        for meta in names:
+            try:
+                mapped = hf_name(meta)
+            except ConversionError as exc:
+                raise ConversionError(f"{first_path}: {exc}") from None
+            if mapped is None:
+                continue
+            name, axis = mapped
+            shape, dtype = self._check_shards(meta, axis)
+            if axis is not None:
+                shape = tuple(n * len(self.shards) if i == axis else n for i, n in enumerate(shape))
+            self._sources[name] = (meta, axis)
+            specs.append(TensorSpec(name, shape, dtype))
+        return specs
+
+    def _check_shards(self, meta: str, axis: int | None) -> tuple[tuple[int, ...], str]:
+        ref = self.shards[0][meta]
+        for shard, path in zip(self.shards[1:], self.shard_paths[1:], strict=True):
+            t = shard[meta]
+            if t.shape != ref.shape or t.dtype != ref.dtype:
+                raise CheckpointError(
+                    f"{path}: {meta} is {t.dtype}{list(t.shape)} but {self.shard_paths[0].name} has "
+                    f"{ref.dtype}{list(ref.shape)}; shards must split the model evenly"
+                )
+        return ref.shape, ref.dtype
+
+    def _derive_config(self) -> dict:
+        p, params_path = self.params, self.directory / "params.json"
+        dim, n_heads, n_layers = int(p["dim"]), int(p["n_heads"]), int(p["n_layers"])
+        n_kv = int(p.get("n_kv_heads") or n_heads)
+        shapes = {s.name: s.shape for s in self._specs}
+        n_shards = len(self.shards)
+        if dim % n_heads or n_heads % n_kv:
+            raise CheckpointError(f"{params_path}: dim {dim}, n_heads {n_heads}, n_kv_heads {n_kv} are inconsistent")
+        if n_heads % n_shards or n_kv % n_shards:
+            raise ConversionError(
+                f"{self.directory}: {n_shards} shards cannot split {n_heads} heads / {n_kv} kv heads evenly "
+                "(replicated kv heads are not supported)"
+            )
+        head_dim = dim // n_heads
+        ffn = intermediate_size(dim, int(p.get("multiple_of", 256)), p.get("ffn_dim_multiplier"))
+        expected = {
+            "model.embed_tokens.weight": (None, dim),
+            "model.layers.0.self_attn.q_proj.weight": (dim, dim),
+            "model.layers.0.self_attn.k_proj.weight": (n_kv * head_dim, dim),
+            "model.layers.0.mlp.gate_proj.weight": (ffn, dim),
+            "model.norm.weight": (dim,),
+        }
+        for name, want in expected.items():
+            got = shapes.get(name)
+            if (
+                got is None
+                or any(w is not None and w != g for w, g in zip(want, got, strict=False))
+                or len(got) != len(want)
+            ):
+                raise CheckpointError(
+                    f"{self.shard_paths[0]}: {name} has merged shape {got}, params.json implies {want}"
+                )
+        for i in range(n_layers):
+            if f"model.layers.{i}.self_attn.q_proj.weight" not in shapes:
+                raise CheckpointError(f"{self.shard_paths[0]}: layer {i} is missing (params.json says {n_layers})")
+        rows = shapes["model.embed_tokens.weight"][0]
+        vocab = int(p.get("vocab_size", -1))
+        bos, eos = 1, 2
+        if self.tokenizer_path is not None:
+            sp = read_tokenizer(self.tokenizer_path)
+            sp_vocab, bos, eos = sp.GetPieceSize(), sp.bos_id(), sp.eos_id()
+            if vocab <= 0:
+                vocab = sp_vocab
+            if sp_vocab != rows:
+                raise CheckpointError(f"{self.tokenizer_path}: {sp_vocab} pieces, but the embedding has {rows} rows")
+        elif vocab <= 0:
+            vocab = rows
+        if vocab != rows:
+            raise CheckpointError(f"{params_path}: vocab_size {vocab} but the embedding has {rows} rows")
+        rope_theta = float(p.get("rope_theta", 10000.0))
+        # CodeLlama (rope_theta 1e6) was trained to 16384 positions.
+        max_pos = 16384 if rope_theta > 10000 else CONTEXT_LENGTH[self.version]
+        return {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": dim,
+            "intermediate_size": ffn,
+            "num_attention_heads": n_heads,
+            "num_key_value_heads": n_kv,
+            "num_hidden_layers": n_layers,
+            "head_dim": head_dim,
+            "vocab_size": vocab,
+            "max_position_embeddings": max_pos,
+            "rms_norm_eps": float(p["norm_eps"]),
+            "rope_theta": rope_theta,
+            "rope_scaling": None,
+            "hidden_act": "silu",
+            "attention_bias": False,
+            "mlp_bias": False,
+            "attention_dropout": 0.0,
+            "initializer_range": 0.02,
+            "pretraining_tp": 1,
+            "tie_word_embeddings": False,
+            "use_cache": True,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+        }
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def specs(self) -> list[TensorSpec]:
+        """Every output tensor, in checkpoint order, with its merged shape; nothing is read."""
+        return list(self._specs)
+
+    def read(self, name: str) -> np.ndarray:
+        """The merged (and for q/k permuted) tensor `name` as a numpy array (bfloat16 as raw uint16)."""
+        meta, axis = self._sources[name]
+        parts: list[LazyTensor] = [shard[meta] for shard in self.shards]
+        if axis is None:
+            return parts[0].numpy()
+        spec = next(s for s in self._specs if s.name == name)
+        out = np.empty(spec.shape, dtype=parts[0].np_dtype)
+        heads = None
+        if name.endswith("q_proj.weight"):
+            heads = int(self.params["n_heads"])
+        elif name.endswith("k_proj.weight"):
+            heads = int(self.params.get("n_kv_heads") or self.params["n_heads"])
+        if heads is not None:
+            # Write each shard's heads already permuted: view the output as [heads, 2, hd/2, in] and fill
+            # it through its transpose [heads, hd/2, 2, in], which is the Meta row order.
+            rows, cols = spec.shape
+            hd = rows // heads
+            grid = out.reshape(heads, 2, hd // 2, cols)
+            per = heads // len(parts)
+            for s, part in enumerate(parts):
+                part.numpy(out=grid[s * per : (s + 1) * per].transpose(0, 2, 1, 3))
+            return out
+        step = parts[0].shape[axis]
+        for s, part in enumerate(parts):
+            index = [slice(None)] * out.ndim
+            index[axis] = slice(s * step, (s + 1) * step)
+            part.numpy(out=out[tuple(index)])
+        return out
