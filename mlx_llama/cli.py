@@ -46,7 +46,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no notices, progress or statistics on stderr")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; `convert`'s own options are added only when that command is asked for (lazy import)."""
     parser = _Parser(prog="mlx-llama", description="LLaMA-family models on MLX, with the Transformers API.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -59,11 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(chat)
 
     conv = sub.add_parser("convert", help="convert a checkpoint (Meta, Transformers) to an MLX directory")
-    try:
+    if argv and argv[0] == "convert":
         from . import convert
-    except ImportError:
-        convert = None
-    if convert is not None and hasattr(convert, "add_arguments"):
+
         convert.add_arguments(conv)
     return parser
 
@@ -272,7 +271,8 @@ COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert}
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `mlx-llama` and `python -m mlx_llama`; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         COMMANDS[args.command](args)
     except MlxLlamaError as e:

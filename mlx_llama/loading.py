@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,63 +16,39 @@ import mlx.core as mx
 from .config import read_config_json
 from .errors import CheckpointError, ConfigError
 
-# architecture name -> (module, class). The Open-Llama entries join when its module lands.
+# architecture name -> (module, class).
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "LlamaForCausalLM": ("mlx_llama.modeling.heads", "LlamaForCausalLM"),
     "LlamaForSequenceClassification": ("mlx_llama.modeling.heads", "LlamaForSequenceClassification"),
     "LlamaForQuestionAnswering": ("mlx_llama.modeling.heads", "LlamaForQuestionAnswering"),
     "LlamaForTokenClassification": ("mlx_llama.modeling.heads", "LlamaForTokenClassification"),
-    "LlamaModel": ("mlx_llama.modeling.llama", "LlamaModel"),
+    "OpenLlamaForCausalLM": ("mlx_llama.modeling.open_llama", "OpenLlamaForCausalLM"),
+    "OpenLlamaForSequenceClassification": ("mlx_llama.modeling.open_llama", "OpenLlamaForSequenceClassification"),
 }
 
 # model_type -> the architecture used when `architectures` is missing or names nothing known.
 MODEL_TYPES: dict[str, str] = {
     "llama": "LlamaForCausalLM",
+    "open-llama": "OpenLlamaForCausalLM",
 }
-
-# What a Hub download fetches: configs, safetensors weights, the sentencepiece model.
-HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model"]
-
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def resolve_model_path(path_or_repo_id: str | os.PathLike) -> Path:
-    """A local directory as is; an `owner/name` Hub id through huggingface_hub (offline cache aware)."""
+    """A local directory as is; an `owner/name` Hub id through huggingface_hub (HF_HUB_OFFLINE: cache only)."""
+    from .checkpoint import hub
+
     path = Path(path_or_repo_id).expanduser()
     if path.is_dir():
         return path
     name = str(path_or_repo_id)
     if path.exists():
         raise CheckpointError(f"{name}: is a file; give the model directory that holds config.json")
-    if not _REPO_ID.match(name) or name.endswith("."):
+    if not hub.looks_like_repo_id(name):
         raise CheckpointError(
             f"{name}: no such model directory; give a directory with config.json (e.g. one made by "
             "`mlx-llama convert`) or a Hugging Face Hub id such as 'owner/model'"
         )
-    return _download(name)
-
-
-def _download(repo_id: str) -> Path:
-    """Fetch a Hub snapshot, or find it in the local Hugging Face cache (only there if HF_HUB_OFFLINE=1)."""
-    try:
-        from .checkpoint import hub
-    except ImportError:
-        hub = None
-    if hub is not None and hasattr(hub, "snapshot"):
-        return Path(hub.snapshot(repo_id))
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
-    except LocalEntryNotFoundError:
-        raise CheckpointError(
-            f"{repo_id}: not in the local Hugging Face cache and the Hub cannot be reached (HF_HUB_OFFLINE="
-            f"{os.environ.get('HF_HUB_OFFLINE', '0')}); download it once online, or give a local directory"
-        ) from None
-    except (HfHubHTTPError, OSError, ValueError) as e:
-        raise CheckpointError(f"{repo_id}: cannot fetch from the Hugging Face Hub ({e})") from None
+    return hub.fetch(name)
 
 
 def model_class(config: dict[str, Any], where: str = "config.json"):

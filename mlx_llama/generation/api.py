@@ -219,8 +219,12 @@ def format_stats(response: GenerationResponse) -> str:
     return (
         f"Prompt: {response.prompt_tokens} tokens, {response.prompt_tps:.1f} tokens/s\n"
         f"Generation: {response.generation_tokens} tokens, {response.generation_tps:.1f} tokens/s\n"
-        f"Peak memory: {response.peak_memory:.3f} GB"
+        f"Peak memory: {_memory(response.peak_memory)}"
     )
+
+
+def _memory(gigabytes: float) -> str:
+    return f"{gigabytes:.3f} GB" if gigabytes >= 1 else f"{gigabytes * 1000:.1f} MB"
 
 
 def _as_ids(input_ids) -> np.ndarray:
