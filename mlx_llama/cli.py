@@ -89,11 +89,8 @@ def _load(args: argparse.Namespace):
 
 
 def _has_chat_format(tokenizer) -> bool:
-    for name in ("has_chat_format", "has_chat_template", "chat_format"):
-        value = getattr(tokenizer, name, None)
-        if value is not None:
-            return bool(value() if callable(value) else value)
-    return False
+    """Whether the checkpoint ships a chat template (Llama 2 chat); base models have none."""
+    return bool(getattr(tokenizer, "has_chat_template", False))
 
 
 def _progress(args: argparse.Namespace):
@@ -124,12 +121,15 @@ def _sampling(args: argparse.Namespace) -> dict:
     }
 
 
-def _stream(model, tokenizer, prompt, args: argparse.Namespace, cache=None):
+def _stream(model, tokenizer, prompt, args: argparse.Namespace, cache=None, stop=None):
     """Print a generation to stdout as it comes; return (text, generated ids, last response)."""
     from .generation.api import stream_generate
 
+    kwargs = _sampling(args)
+    if stop is not None:
+        kwargs["stop"] = stop
     parts, ids, last = [], [], None
-    for last in stream_generate(model, tokenizer, prompt, args.max_tokens, cache=cache, **_sampling(args)):
+    for last in stream_generate(model, tokenizer, prompt, args.max_tokens, cache=cache, **kwargs):
         ids.append(last.token)
         if last.text:
             print(last.text, end="", flush=True)
@@ -173,42 +173,33 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+# Base models chat in the tokenizer's plain format ("User: ...\nAssistant:"); stop where they start the next turn.
+PLAIN_CHAT_STOPS = ["\nUser:"]
+
+
 class ChatSession:
     """A conversation whose KV cache survives between turns: each turn feeds only the tokens the cache lacks.
 
-    The whole conversation is re-rendered each turn (chat template, or plain concatenation for models
-    without a chat format); the cache is trimmed back to the longest prefix it shares with that
-    rendering (a re-tokenized answer can differ from the sampled ids), and only the rest is prefilled.
+    The whole conversation is re-rendered with the tokenizer's chat format each turn; the cache is
+    trimmed back to the longest prefix it shares with that rendering (a re-tokenized answer can differ
+    from the sampled ids at its edges) and only the rest is prefilled.
     """
 
-    def __init__(self, model, tokenizer, system: str | None = None, chat_format: bool = True) -> None:
+    def __init__(self, model, tokenizer, system: str | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.chat_format = chat_format
+        self.stops = [] if _has_chat_format(tokenizer) else PLAIN_CHAT_STOPS
         self.system = system
         self.reset()
 
     def reset(self) -> None:
-        self.messages: list[dict] = []
-        if self.system and self.chat_format:
-            self.messages.append({"role": "system", "content": self.system})
-        self.history: list[int] = []  # every id of the conversation (plain format)
+        self.messages: list[dict] = [{"role": "system", "content": self.system}] if self.system else []
         self.cache = self.model.make_cache()
         self.cached: list[int] = []  # the ids whose keys/values are in the cache, in order
 
-    def render(self, user: str) -> list[int]:
-        """All ids of the conversation with the new user message, ready for the answer."""
-        if self.chat_format:
-            messages = self.messages + [{"role": "user", "content": user}]
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            return list(ids)
-        if not self.history:
-            prefix = f"{self.system}\n\n" if self.system else ""
-            return list(self.tokenizer.encode(prefix + user))
-        return self.history + list(self.tokenizer.encode(" " + user, add_special_tokens=False))
-
     def prepare(self, user: str) -> tuple[list[int], int]:
         """Trim the cache to the prefix it shares with the conversation; return (all ids, cached count)."""
-        full = self.render(user)
+        messages = self.messages + [{"role": "user", "content": user}]
+        full = list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
         keep = min(_common_prefix(self.cached, full), len(full) - 1)  # feed at least one token
         for layer in self.cache:
             layer.trim(len(self.cached) - keep)
@@ -218,11 +209,10 @@ class ChatSession:
     def turn(self, user: str, args: argparse.Namespace):
         """Answer one user message (streamed to stdout); return the last GenerationResponse."""
         full, start = self.prepare(user)
-        text, ids, last = _stream(self.model, self.tokenizer, full[start:], args, cache=self.cache)
-        self.history = full + ids
-        self.cached = self.history[: self.cache[0].offset]
-        if self.chat_format:
-            self.messages += [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
+        stops = (args.stop or []) + self.stops
+        text, ids, last = _stream(self.model, self.tokenizer, full[start:], args, cache=self.cache, stop=stops)
+        self.cached = (full + ids)[: self.cache[0].offset]
+        self.messages += [{"role": "user", "content": user}, {"role": "assistant", "content": text.strip()}]
         return last
 
 
@@ -242,11 +232,10 @@ def _read_lines():
 def run_chat(args: argparse.Namespace) -> None:
     _check_args(args)
     model, tokenizer = _load(args)
-    chat_format = _has_chat_format(tokenizer)
+    session = ChatSession(model, tokenizer, args.system)
     if not args.quiet:
-        kind = "chat format" if chat_format else "no chat format: each message continues the text"
-        print(f"Chat ({kind}). /reset starts over, /quit or end of input leaves.", file=sys.stderr)
-    session = ChatSession(model, tokenizer, args.system, chat_format)
+        kind = "its chat template" if not session.stops else "the plain 'User:/Assistant:' format (no chat template)"
+        print(f"Chat using {kind}. /reset starts over; /quit or end of input leaves.", file=sys.stderr)
     for line in _read_lines():
         message = line.strip()
         if not message:

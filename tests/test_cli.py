@@ -80,11 +80,15 @@ def test_chat_keeps_the_conversation_for_two_turns(converted):
     first, second = "The dog ran", "and the birds sang"
     result = run_cli("chat", "--model", str(path), "--max-tokens", "6", stdin=f"{first}\n{second}\n")
     assert result.returncode == 0, result.stderr
-    # Without a chat format each message continues the transcript: turn 2 sees turn 1 and its answer.
-    ids1 = tok.encode(first)
+    # No chat template: the tokenizer's plain "User: ...\nAssistant:" format, re-rendered each turn.
+    ids1 = tok.apply_chat_template([{"role": "user", "content": first}], add_generation_prompt=True)
     answer1 = greedy(hf, ids1, 6)
-    ids2 = ids1 + answer1 + tok.encode(" " + second, add_special_tokens=False)
-    answer2 = greedy(hf, ids2, 6)
+    turns = [
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": text_of(tok, answer1).strip()},
+        {"role": "user", "content": second},
+    ]
+    answer2 = greedy(hf, tok.apply_chat_template(turns, add_generation_prompt=True), 6)
     assert result.stdout == f"{text_of(tok, answer1)}\n{text_of(tok, answer2)}\n"
     assert result.stderr.count("tokens/s") == 4  # prompt and generation speed, per turn
 
@@ -152,7 +156,7 @@ def test_chat_session_reuses_the_cache(converted, capsys):
     path, hf, tok = converted
     model = load_model(path)
     args = cli.build_parser().parse_args(["chat", "--max-tokens", "5", "--quiet"])
-    session = cli.ChatSession(model, TemplateTokenizer(tok), system="be brief", chat_format=True)
+    session = cli.ChatSession(model, TemplateTokenizer(tok), system="be brief")
     session.turn("the cat", args)
     cached_after_first = session.cache[0].offset
     full, start = session.prepare("a dog")
