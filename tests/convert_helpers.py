@@ -85,9 +85,13 @@ def write_meta(model, directory: Path, n_shards: int, tokenizer: Path | None, no
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         meta[f"layers.{i}.attention.wq.weight"] = (
-            _to_meta_qk(sd[p + "self_attn.q_proj.weight"], cfg.num_attention_heads), 0)
+            _to_meta_qk(sd[p + "self_attn.q_proj.weight"], cfg.num_attention_heads),
+            0,
+        )
         meta[f"layers.{i}.attention.wk.weight"] = (
-            _to_meta_qk(sd[p + "self_attn.k_proj.weight"], cfg.num_key_value_heads), 0)
+            _to_meta_qk(sd[p + "self_attn.k_proj.weight"], cfg.num_key_value_heads),
+            0,
+        )
         meta[f"layers.{i}.attention.wv.weight"] = (sd[p + "self_attn.v_proj.weight"], 0)
         meta[f"layers.{i}.attention.wo.weight"] = (sd[p + "self_attn.o_proj.weight"], 1)
         meta[f"layers.{i}.feed_forward.w1.weight"] = (sd[p + "mlp.gate_proj.weight"], 0)
