@@ -13,7 +13,11 @@ from .modeling import (  # noqa: E402
     LlamaForSequenceClassification,
     LlamaForTokenClassification,
     LlamaModel,
+    OpenLlamaForCausalLM,
+    OpenLlamaForSequenceClassification,
+    OpenLlamaModel,
 )
+from .open_llama_config import OpenLlamaConfig  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -29,6 +33,10 @@ __all__ = [
     "LlamaForTokenClassification",
     "LlamaModel",
     "MlxLlamaError",
+    "OpenLlamaConfig",
+    "OpenLlamaForCausalLM",
+    "OpenLlamaForSequenceClassification",
+    "OpenLlamaModel",
     "TokenizerError",
     "make_cache",
 ]

@@ -11,6 +11,7 @@ from .heads import (
     TokenClassifierOutput,
 )
 from .llama import BaseModelOutputWithPast, LlamaModel
+from .open_llama import OpenLlamaForCausalLM, OpenLlamaForSequenceClassification, OpenLlamaModel
 
 __all__ = [
     "BaseModelOutputWithPast",
@@ -20,6 +21,9 @@ __all__ = [
     "LlamaForSequenceClassification",
     "LlamaForTokenClassification",
     "LlamaModel",
+    "OpenLlamaForCausalLM",
+    "OpenLlamaForSequenceClassification",
+    "OpenLlamaModel",
     "QuestionAnsweringModelOutput",
     "SequenceClassifierOutputWithPast",
     "TokenClassifierOutput",
