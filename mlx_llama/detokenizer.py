@@ -50,9 +50,7 @@ class _Table:
 
     def __init__(self, tok) -> None:
         sp = tok.sp_model
-        spec = _normalizer_spec(tok)
-        self.sp_strips_space = spec["add_dummy_prefix"] or spec["remove_extra_whitespaces"]
-        self.unk_surface = spec["unk_surface"]
+        self.sp_strips_space, self.unk_surface = _decoder_facts(sp)
         self.sp = sp
         added = tok.added_tokens_decoder
         self.size = max([tok.vocab_size, *(i + 1 for i in added)])
@@ -74,16 +72,23 @@ class _Table:
         ]
 
 
-def _normalizer_spec(tok) -> dict:
-    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+def _decoder_facts(sp) -> tuple[bool, str]:
+    """(does SentencePiece strip the first piece's "▁" when decoding, the text it writes for <unk>).
 
-    proto = model_pb2.ModelProto()
-    proto.ParseFromString(tok.sp_model.serialized_model_proto())
-    return {
-        "add_dummy_prefix": proto.normalizer_spec.add_dummy_prefix,
-        "remove_extra_whitespaces": proto.normalizer_spec.remove_extra_whitespaces,
-        "unk_surface": proto.trainer_spec.unk_surface,
-    }
+    Found by asking the processor itself rather than reading the model proto (no protobuf needed): the strip
+    happens when the loaded model adds a dummy prefix or removes extra whitespace.
+    """
+    strips = False
+    for index in range(sp.get_piece_size()):
+        piece = sp.id_to_piece(index)
+        if piece.startswith(SPIECE_UNDERLINE) and not (
+            sp.is_control(index) or sp.is_unknown(index) or sp.is_byte(index)
+        ):
+            strips = sp.decode_ids([index]) != piece.replace(SPIECE_UNDERLINE, " ")
+            break
+    unk = sp.unk_id()
+    unk_surface = sp.decode_ids([unk]) if 0 <= unk < sp.get_piece_size() else ""
+    return strips, unk_surface
 
 
 def _table_for(tok) -> _Table:

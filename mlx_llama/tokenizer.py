@@ -26,8 +26,6 @@ from typing import Any
 
 import numpy as np
 import sentencepiece as spm
-from google.protobuf.message import DecodeError
-from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
 from mlx_llama.errors import TokenizerError
 
@@ -88,9 +86,7 @@ def _as_added_token(value: Any, special: bool) -> AddedToken | None:
     if isinstance(value, str):
         return AddedToken(value, special=special, normalized=not special)
     if isinstance(value, dict) and "content" in value:
-        fields = {
-            k: value[k] for k in ("lstrip", "rstrip", "single_word", "normalized", "special") if k in value
-        }
+        fields = {k: value[k] for k in ("lstrip", "rstrip", "single_word", "normalized", "special") if k in value}
         fields.setdefault("special", special)
         return AddedToken(value["content"], **fields)
     if hasattr(value, "content"):  # a tokenizers/transformers AddedToken object
@@ -105,10 +101,16 @@ def _as_added_token(value: Any, special: bool) -> AddedToken | None:
     raise TokenizerError(f"cannot read a token from {value!r}: expected a string or {{'content': ...}}")
 
 
+# A serialized `normalizer_spec { add_dummy_prefix: false }` (ModelProto field 3, NormalizerSpec field 3).
+# Protobuf parsers merge a repeated embedded-message field, so appending it to the model file overrides just
+# that flag, the same as Transformers' MergeFrom, without needing the protobuf package at run time.
+_NO_DUMMY_PREFIX = bytes([0x1A, 0x02, 0x18, 0x00])
+
+
 def _load_sentencepiece(vocab_file: str, strip_dummy_prefix: bool, sp_model_kwargs: dict[str, Any]):
     """Read tokenizer.model; return (processor, original file bytes).
 
-    With `strip_dummy_prefix` (legacy=False) the model proto is reloaded with `add_dummy_prefix=False`, as
+    With `strip_dummy_prefix` (legacy=False) the model is loaded with `add_dummy_prefix=False`, as
     Transformers does, so that no "▁" is added after special tokens.
     """
     if not os.path.isfile(vocab_file):
@@ -118,24 +120,15 @@ def _load_sentencepiece(vocab_file: str, strip_dummy_prefix: bool, sp_model_kwar
         )
     with open(vocab_file, "rb") as f:
         raw = f.read()
-    proto = model_pb2.ModelProto()
-    try:
-        proto.ParseFromString(raw)
-    except DecodeError as exc:
-        raise TokenizerError(
-            f"{vocab_file!r} is not a valid SentencePiece model (corrupt or truncated): {exc}"
-        ) from exc
-    if len(proto.pieces) == 0:
-        raise TokenizerError(
-            f"{vocab_file!r} is not a valid SentencePiece model: it holds no vocabulary pieces"
-        )
-    if strip_dummy_prefix:
-        proto.normalizer_spec.add_dummy_prefix = False
     processor = spm.SentencePieceProcessor(**sp_model_kwargs)
     try:
-        processor.LoadFromSerializedProto(proto.SerializeToString())
+        processor.LoadFromSerializedProto(raw + _NO_DUMMY_PREFIX if strip_dummy_prefix else raw)
     except (RuntimeError, OSError) as exc:
-        raise TokenizerError(f"SentencePiece could not load {vocab_file!r}: {exc}") from exc
+        raise TokenizerError(
+            f"{vocab_file!r} is not a valid SentencePiece model (corrupt or truncated?): {exc}"
+        ) from exc
+    if processor.get_piece_size() == 0:
+        raise TokenizerError(f"{vocab_file!r} is not a valid SentencePiece model: it holds no vocabulary pieces")
     return processor, raw
 
 
@@ -202,9 +195,7 @@ class LlamaTokenizer:
         self.truncation_side = truncation_side
         self.model_max_length = model_max_length
         self.chat_template = chat_template
-        self.sp_model, self._model_bytes = _load_sentencepiece(
-            vocab_file, not self.legacy, self.sp_model_kwargs
-        )
+        self.sp_model, self._model_bytes = _load_sentencepiece(vocab_file, not self.legacy, self.sp_model_kwargs)
         self._pieces = [self.sp_model.id_to_piece(i) for i in range(self.sp_model.get_piece_size())]
         self._piece_ids = {p: i for i, p in enumerate(self._pieces)}
 
@@ -348,7 +339,8 @@ class LlamaTokenizer:
         return len(self._pieces)
 
     def __len__(self) -> int:
-        return len(self.get_vocab())
+        """Pieces plus added tokens that are not pieces (the size of `get_vocab()`, computed cheaply)."""
+        return self.vocab_size + sum(1 for content in self._added_encoder if content not in self._piece_ids)
 
     def get_vocab(self) -> dict[str, int]:
         """token -> id for every piece and added token."""
@@ -364,18 +356,10 @@ class LlamaTokenizer:
         self._special[attr] = _as_added_token(value, special=True)
         self._split_re = None
 
-    bos_token = property(
-        lambda self: self._token_str("bos_token"), lambda self, v: self._set_token("bos_token", v)
-    )
-    eos_token = property(
-        lambda self: self._token_str("eos_token"), lambda self, v: self._set_token("eos_token", v)
-    )
-    unk_token = property(
-        lambda self: self._token_str("unk_token"), lambda self, v: self._set_token("unk_token", v)
-    )
-    pad_token = property(
-        lambda self: self._token_str("pad_token"), lambda self, v: self._set_token("pad_token", v)
-    )
+    bos_token = property(lambda self: self._token_str("bos_token"), lambda self, v: self._set_token("bos_token", v))
+    eos_token = property(lambda self: self._token_str("eos_token"), lambda self, v: self._set_token("eos_token", v))
+    unk_token = property(lambda self: self._token_str("unk_token"), lambda self, v: self._set_token("unk_token", v))
+    pad_token = property(lambda self: self._token_str("pad_token"), lambda self, v: self._set_token("pad_token", v))
     bos_token_id = property(lambda self: self.convert_tokens_to_ids(self.bos_token))
     eos_token_id = property(lambda self: self.convert_tokens_to_ids(self.eos_token))
     unk_token_id = property(lambda self: self.convert_tokens_to_ids(self.unk_token))
@@ -418,9 +402,7 @@ class LlamaTokenizer:
                 )
         return self._register(new)
 
-    def add_tokens(
-        self, tokens: str | AddedToken | Sequence[str | AddedToken], special_tokens: bool = False
-    ) -> int:
+    def add_tokens(self, tokens: str | AddedToken | Sequence[str | AddedToken], special_tokens: bool = False) -> int:
         """Add tokens matched verbatim in the text; returns how many new ids were created."""
         if isinstance(tokens, (str, AddedToken)):
             tokens = [tokens]
@@ -442,9 +424,7 @@ class LlamaTokenizer:
             return self._piece_ids.get(tokens, self.sp_model.unk_id())
         return [self.convert_tokens_to_ids(t) for t in tokens]
 
-    def convert_ids_to_tokens(
-        self, ids: int | Sequence[int], skip_special_tokens: bool = False
-    ) -> str | list[str]:
+    def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False) -> str | list[str]:
         """Id(s) -> token string(s); raises TokenizerError for an id outside the vocabulary."""
         if isinstance(ids, (int, np.integer)):
             return self._id_to_token(int(ids))
@@ -608,16 +588,12 @@ class LlamaTokenizer:
             return [int(i) for i in text]
         raise TokenizerError(f"expected a str (or a list of ids), got {type(text).__name__}")
 
-    def _encode_one(
-        self, text, text_pair, add_special_tokens: bool, truncation, max_length: int | None
-    ) -> dict:
+    def _encode_one(self, text, text_pair, add_special_tokens: bool, truncation, max_length: int | None) -> dict:
         ids = self._ids_of(text)
         pair = self._ids_of(text_pair) if text_pair is not None else None
         if truncation not in (False, None, "do_not_truncate"):
             if truncation not in (True, "longest_first"):
-                raise TokenizerError(
-                    f"truncation={truncation!r} is not supported; use True or 'longest_first'"
-                )
+                raise TokenizerError(f"truncation={truncation!r} is not supported; use True or 'longest_first'")
             limit = max_length if max_length is not None else self.model_max_length
             if limit is not None:
                 ids, pair = self._truncate(ids, pair, limit, add_special_tokens)
@@ -671,9 +647,7 @@ class LlamaTokenizer:
             pairs = list(text_pair) if batched else [text_pair]
             if len(pairs) != len(texts):
                 raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} text pairs")
-        rows = [
-            self._encode_one(t, p, add_special_tokens, truncation, max_length) for t, p in zip(texts, pairs)
-        ]
+        rows = [self._encode_one(t, p, add_special_tokens, truncation, max_length) for t, p in zip(texts, pairs)]
         rows = self._pad(rows, padding, max_length, padding_side)
         keys = ["input_ids"]
         if return_token_type_ids:
@@ -684,9 +658,7 @@ class LlamaTokenizer:
         for key in keys:
             values = [r[key] for r in rows]
             out[key] = (
-                self._to_tensor(values, return_tensors, key)
-                if return_tensors
-                else (values if batched else values[0])
+                self._to_tensor(values, return_tensors, key) if return_tensors else (values if batched else values[0])
             )
         return out
 
@@ -698,13 +670,9 @@ class LlamaTokenizer:
         elif padding == "max_length":
             target = max_length if max_length is not None else self.model_max_length
             if target is None:
-                raise TokenizerError(
-                    "padding='max_length' needs max_length= (or model_max_length in the config)"
-                )
+                raise TokenizerError("padding='max_length' needs max_length= (or model_max_length in the config)")
         else:
-            raise TokenizerError(
-                f"padding={padding!r} is not valid; use False, True, 'longest' or 'max_length'"
-            )
+            raise TokenizerError(f"padding={padding!r} is not valid; use False, True, 'longest' or 'max_length'")
         side = padding_side if padding_side is not None else self.padding_side
         if side not in ("left", "right"):
             raise TokenizerError(f"padding_side must be 'left' or 'right', got {side!r}")
@@ -720,9 +688,7 @@ class LlamaTokenizer:
             if n <= 0:
                 padded.append(row)
                 continue
-            padded.append(
-                {k: ([fill[k]] * n + v) if side == "left" else (v + [fill[k]] * n) for k, v in row.items()}
-            )
+            padded.append({k: ([fill[k]] * n + v) if side == "left" else (v + [fill[k]] * n) for k, v in row.items()})
         return padded
 
     @staticmethod
@@ -784,12 +750,7 @@ class LlamaTokenizer:
                 run = []
                 prev_special = True
             else:
-                if (
-                    prev_special
-                    and i == 1
-                    and self.add_prefix_space
-                    and not token.startswith(SPIECE_UNDERLINE)
-                ):
+                if prev_special and i == 1 and self.add_prefix_space and not token.startswith(SPIECE_UNDERLINE):
                     out.append(" ")
                 run.append(token)
                 prev_special = False
@@ -833,9 +794,7 @@ class LlamaTokenizer:
             texts.append(self.convert_tokens_to_string(run))
         text = (" " if spaces_between_special_tokens else "").join(texts)
         cleanup = (
-            self.clean_up_tokenization_spaces
-            if clean_up_tokenization_spaces is None
-            else clean_up_tokenization_spaces
+            self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
         )
         return self.clean_up_tokenization(text) if cleanup else text
 
@@ -904,18 +863,14 @@ def chat_format_of(chat_template: str | None) -> str:
 
 def _check_messages(messages: Sequence[dict[str, str]]) -> None:
     if not isinstance(messages, (list, tuple)):
-        raise TokenizerError(
-            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {messages!r}"
-        )
+        raise TokenizerError(f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {messages!r}")
     for i, message in enumerate(messages):
         if (
             not isinstance(message, dict)
             or not isinstance(message.get("role"), str)
             or not isinstance(message.get("content"), str)
         ):
-            raise TokenizerError(
-                f"messages[{i}] must be a dict with str 'role' and 'content', got {message!r}"
-            )
+            raise TokenizerError(f"messages[{i}] must be a dict with str 'role' and 'content', got {message!r}")
 
 
 def render_llama2(messages: Sequence[dict[str, str]], bos: str, eos: str) -> str:

@@ -74,9 +74,7 @@ def _make_pools(tok: LlamaTokenizer) -> list[list[int]]:
     return [byte_ids, utf8_leads, continuation, spaces, words, [0, 1, 2], list(range(tok.vocab_size))]
 
 
-@settings(
-    max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_stream_equals_decode_on_random_sequences(pair, data):
     ours, oracle = pair

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -330,3 +332,20 @@ def test_legacy_none_warns_and_means_true():
     with pytest.warns(UserWarning, match="legacy"):
         tok = LlamaTokenizer(tiny_model_path())
     assert tok.legacy is True
+
+
+def test_runtime_needs_neither_transformers_nor_protobuf():
+    """The run-time path uses sentencepiece alone: block the oracles' packages and tokenize, decode, stream."""
+    code = (
+        "import sys\n"
+        "for name in ('transformers', 'tokenizers', 'jinja2', 'google', 'google.protobuf'):\n"
+        "    sys.modules[name] = None\n"
+        "from mlx_llama.tokenizer import LlamaTokenizer\n"
+        f"tok = LlamaTokenizer({mistral_model_path()!r}, legacy=False)\n"
+        "ids = tok.encode('Hello <s>. 😀')\n"
+        "assert tok.convert_ids_to_tokens(ids)[:5] == ['<s>', '\\u2581Hello', '\\u2581', '<s>', '.'], ids\n"
+        "detok = tok.detokenizer()\n"
+        "text = ''.join(detok.add_token(i) for i in ids) + detok.finalize()\n"
+        "assert text == tok.decode(ids, skip_special_tokens=True) == 'Hello . 😀', text\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
