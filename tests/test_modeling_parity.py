@@ -217,3 +217,18 @@ def test_half_precision(tmp_path, dtype, tol):
     with torch.no_grad():
         ref = hf(torch.tensor(ids)).logits
     assert rel_err(ours(ids).logits, ref) <= tol
+
+
+def test_base_model_from_causal_and_base_checkpoints(tmp_path):
+    """LlamaModel loads a causal-LM checkpoint (decoder only) and a bare LlamaModel checkpoint."""
+    hf = hf_model(num_key_value_heads=2)
+    hf.save_pretrained(tmp_path / "causal")
+    hf.model.save_pretrained(tmp_path / "base")
+    ids = ids_for(2, 11)
+    with torch.no_grad():
+        ref = hf.model(torch.tensor(ids)).last_hidden_state
+    with pytest.warns(UserWarning, match="lm_head"):
+        from_causal = mlx_llama.LlamaModel.from_pretrained(tmp_path / "causal")
+    from_base = mlx_llama.LlamaModel.from_pretrained(tmp_path / "base")
+    for model in (from_causal, from_base):
+        assert rel_err(model(ids).last_hidden_state, ref) <= TOL

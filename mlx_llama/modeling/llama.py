@@ -15,9 +15,10 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..cache import KVCache, make_cache
+from ..cache import KVCache
 from ..config import LlamaConfig
 from ..rope import RotaryEmbedding
+from .pretrained import PreTrainedModel
 
 
 def _gelu_tanh(x: mx.array) -> mx.array:
@@ -185,12 +186,13 @@ def padding_causal_mask(mask2d: mx.array, T: int, past: int) -> mx.array:
     return allowed[:, None]
 
 
-class LlamaModel(nn.Module):
+class LlamaModel(PreTrainedModel):
     """The bare decoder: embeddings, layers, final norm. Returns the last hidden state."""
 
+    base_model_prefix = ""
+
     def __init__(self, config: LlamaConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.padding_idx = config.pad_token_id
         self.vocab_size = config.vocab_size
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
@@ -198,6 +200,7 @@ class LlamaModel(nn.Module):
         self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.head_dim_, config.rope_theta, config.max_position_embeddings,
                                           config.rope_scaling, config.extra)
+        self.post_init()
 
     def _make_layer(self, config: LlamaConfig, layer_idx: int) -> nn.Module:
         return LlamaDecoderLayer(config, layer_idx)
@@ -209,9 +212,6 @@ class LlamaModel(nn.Module):
             is_pad = (mx.arange(weight.shape[0]) == self.padding_idx)[:, None]
             return mx.where(is_pad, mx.stop_gradient(weight), weight)[input_ids]
         return self.embed_tokens(input_ids)
-
-    def make_cache(self) -> list[KVCache]:
-        return make_cache(len(self.layers))
 
     def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
                  past_key_values: list[KVCache] | None = None, inputs_embeds: Any = None, use_cache: bool | None = None,

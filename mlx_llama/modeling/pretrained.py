@@ -18,6 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from ..cache import KVCache, make_cache
 from ..checkpoint.safetensors_io import DEFAULT_MAX_SHARD_SIZE, load_safetensors, save_safetensors
 from ..config import LlamaConfig
 from ..dtypes import dtype_name, parse_dtype
@@ -72,14 +73,20 @@ class PreTrainedModel(nn.Module):
 
     @property
     def base_model(self) -> nn.Module:
-        return self[self.base_model_prefix]
+        """The decoder: under `base_model_prefix` in a head class, the model itself for a bare base model."""
+        return self[self.base_model_prefix] if self.base_model_prefix else self
 
     @property
     def layers(self) -> list[nn.Module]:
-        return self.base_model.layers
+        """The decoder layers (the generation contract: one KV cache per entry)."""
+        base = self.base_model
+        if "layers" not in base:  # still being built: MLX's __setattr__ probes with hasattr
+            raise AttributeError("layers")
+        return base["layers"]
 
-    def make_cache(self) -> list:
-        return self.base_model.make_cache()
+    def make_cache(self) -> list[KVCache]:
+        """Fresh preallocating KV caches, one per decoder layer."""
+        return make_cache(len(self.layers))
 
     # ---- loading -------------------------------------------------------------------------------------------
 
@@ -131,6 +138,11 @@ class PreTrainedModel(nn.Module):
         """Map a checkpoint's names onto this class: drop rope buffers, fix the base prefix, adapt heads."""
         weights = {k: v for k, v in weights.items() if not k.endswith("rotary_emb.inv_freq")}
         prefix = self.base_model_prefix
+        if not prefix:  # a bare base model: take the decoder out of any head checkpoint
+            for head_prefix in ("model.", "transformer."):
+                if any(k.startswith(head_prefix) for k in weights):
+                    weights = {k.removeprefix(head_prefix): v for k, v in weights.items()}
+            prefix = "model"
         other = "transformer" if prefix == "model" else "model"
         if not any(k.startswith(prefix + ".") for k in weights) and any(k.startswith(other + ".") for k in weights):
             weights = {(prefix + k[len(other):] if k.startswith(other + ".") else k): v for k, v in weights.items()}
