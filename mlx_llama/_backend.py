@@ -113,8 +113,11 @@ def mlx_dir() -> Path | None:
     import importlib.util
 
     spec = importlib.util.find_spec("mlx")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    return Path(locations[0]) if locations else None
+    # `mlx` is a namespace package: any folder named mlx on sys.path joins it, so look for the real one.
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        if any(Path(location).glob("core*.so")):
+            return Path(location)
+    return None
 
 
 def reference_blas_bundled() -> bool:

@@ -52,6 +52,8 @@ print(json.dumps({"path": path, "mapped": mapped, "ratio": mx_gf / np_gf,
 BY_PATH = """
 import importlib.util as u, json, sys
 s = u.spec_from_file_location("b", sys.argv[1]); b = u.module_from_spec(s); s.loader.exec_module(b)
+if sys.argv[2] == "late":
+    import mlx.core
 if sys.argv[2] == "hide":
     b.find_candidates = lambda: []
 path = b.setup()
@@ -141,6 +143,22 @@ def test_no_candidate_prints_one_hint_per_cache(tmp_path: Path) -> None:
     assert "apt-get install libopenblas0-pthread" in err and err.count("\n") == 1
     _, err = run(BY_PATH, tmp_path, (str(BACKEND), "hide"))
     assert err == ""
+
+
+@needs_reference_blas
+def test_mlx_imported_first_gets_a_hint_not_a_useless_load(tmp_path: Path) -> None:
+    out, err = run(BY_PATH, tmp_path, (str(BACKEND), "late"))
+    assert out == {"path": None, "mapped": False}
+    assert "import mlx_llama first" in err
+
+
+@needs_reference_blas
+def test_preloaded_blas_is_recognised(tmp_path: Path) -> None:
+    candidates = _backend.find_candidates()
+    if not candidates:
+        pytest.skip("no optimized BLAS installed")
+    out, err = run(BY_PATH, tmp_path, (str(BACKEND), "late"), LD_PRELOAD=str(candidates[0]))
+    assert out == {"path": os.path.realpath(candidates[0]), "mapped": True} and err == ""
 
 
 def test_isa_check_for_single_target_builds() -> None:
