@@ -182,6 +182,9 @@ class LlamaTokenizer:
                 stacklevel=2,
             )
             legacy = True
+        for name, side in (("padding_side", padding_side), ("truncation_side", truncation_side)):
+            if side not in ("left", "right"):
+                raise TokenizerError(f"{name} must be 'left' or 'right' (tokenizer_config.json), got {side!r}")
         self.legacy = bool(legacy)
         self.vocab_file = vocab_file
         self.sp_model_kwargs = dict(sp_model_kwargs or {})

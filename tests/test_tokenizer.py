@@ -308,6 +308,8 @@ def test_errors(tmp_path, tiny):
             tiny.decode([1, bad_id])
         with pytest.raises(TokenizerError, match="out of range"):
             tiny.convert_ids_to_tokens(bad_id)
+    with pytest.raises(TokenizerError, match="padding_side"):
+        LlamaTokenizer(tiny_model_path(), legacy=True, padding_side="center")
     with pytest.raises(TokenizerError, match="no pad token"):
         tiny(["a", "longer text"], padding=True)
     tiny.pad_token = "<unk>"
