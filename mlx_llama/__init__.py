@@ -6,7 +6,11 @@ _backend.setup()  # before any matmul: on Linux, point mlx[cpu] at an optimized 
 
 from .cache import KVCache, make_cache  # noqa: E402
 from .config import LlamaConfig  # noqa: E402
+from .convert import convert  # noqa: E402  (the function; the module stays importable as mlx_llama.convert)
+from .detokenizer import StreamingDetokenizer  # noqa: E402
 from .errors import CheckpointError, ConfigError, ConversionError, MlxLlamaError, TokenizerError  # noqa: E402
+from .generation import GenerationResponse, generate, stream_generate  # noqa: E402
+from .loading import load  # noqa: E402
 from .modeling import (  # noqa: E402
     LlamaForCausalLM,
     LlamaForQuestionAnswering,
@@ -18,6 +22,7 @@ from .modeling import (  # noqa: E402
     OpenLlamaModel,
 )
 from .open_llama_config import OpenLlamaConfig  # noqa: E402
+from .tokenizer import LlamaTokenizer  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -25,6 +30,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "ConversionError",
+    "GenerationResponse",
     "KVCache",
     "LlamaConfig",
     "LlamaForCausalLM",
@@ -32,11 +38,17 @@ __all__ = [
     "LlamaForSequenceClassification",
     "LlamaForTokenClassification",
     "LlamaModel",
+    "LlamaTokenizer",
     "MlxLlamaError",
     "OpenLlamaConfig",
     "OpenLlamaForCausalLM",
     "OpenLlamaForSequenceClassification",
     "OpenLlamaModel",
+    "StreamingDetokenizer",
     "TokenizerError",
+    "convert",
+    "generate",
+    "load",
     "make_cache",
+    "stream_generate",
 ]

@@ -61,9 +61,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     conv = sub.add_parser("convert", help="convert a checkpoint (Meta, Transformers) to an MLX directory")
     if argv and argv[0] == "convert":
-        from . import convert
+        from .convert import add_arguments  # (mlx_llama.convert is the function; import from the module)
 
-        convert.add_arguments(conv)
+        add_arguments(conv)
     return parser
 
 
@@ -250,9 +250,9 @@ def run_chat(args: argparse.Namespace) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> None:
-    from . import convert
+    from .convert import run
 
-    convert.run(args)
+    run(args)
 
 
 COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert}
