@@ -54,7 +54,7 @@ _TOKENIZER_FILES = (
     "chat_template.jinja",
     "generation_config.json",
 )
-_CHUNK_BYTES = 64 << 20
+_CHUNK_BYTES = 16 << 20  # per cast/quantize step: a few of these live at once, on top of the tensor
 Q_BITS = (2, 3, 4, 6, 8)
 Q_GROUP_SIZES = (32, 64, 128)
 
@@ -239,9 +239,9 @@ class ShardWriter:
         self.entries = entries
         self.directory = directory
 
-    def write(self, entry: _Entry, at: int, array: mx.array) -> None:
+    def write(self, entry: _Entry, at: int, array: np.ndarray | mx.array) -> None:
         """Write `array`'s bytes at byte `at` within `entry`'s data."""
-        if array.dtype == mx.bfloat16:
+        if isinstance(array, mx.array) and array.dtype == mx.bfloat16:
             array = array.view(mx.uint16)
         data = memoryview(np.ascontiguousarray(np.asarray(array))).cast("B")
         if at + len(data) > entry.nbytes:
@@ -313,39 +313,58 @@ def _to_mx(raw: np.ndarray, dtype: str) -> mx.array:
     return array.view(mx.bfloat16) if dtype == "bfloat16" else array
 
 
+_F16_OVERFLOW = 65520.0  # the smallest magnitude that rounds to infinity in float16
+
+
+def _cast(raw: np.ndarray, src: str, target: str, name: str) -> np.ndarray | mx.array:
+    """Cast a raw chunk with round-to-nearest-even, as torch does; float16 overflow is an error.
+
+    numpy does the float16/float32 casts (several times faster than MLX's CPU kernels on half types);
+    the widening from bfloat16 is exact (its bits are the top half of a float32).
+    """
+    if src == "bfloat16":
+        wide = raw.astype(np.uint32)
+        wide <<= 16
+        wide = wide.view(np.float32)
+    else:
+        wide = raw.astype(np.float32, copy=False)
+    if target == "bfloat16":
+        return mx.array(wide).astype(mx.bfloat16)
+    if target == "float16" and wide.size:
+        peak = max(float(wide.max()), -float(wide.min()))
+        if peak >= _F16_OVERFLOW and (np.isinf(wide.astype(np.float16)) & ~np.isinf(wide)).any():
+            raise ConversionError(
+                f"{name}: values up to {peak:.4g} overflow float16 (max 65504); convert with --dtype bfloat16"
+            )
+    return wide.astype(_DTYPES[target][1], copy=False)
+
+
 def _run_job(job: _Job, source, src_dtypes: dict[str, str], writer: ShardWriter) -> None:
     """Read one source tensor, then cast / quantize / dequantize it in row chunks straight into the shards."""
     src_dtype = src_dtypes[job.source]
     raw = source.read(job.source)
     extras = [source.read(name) for name in job.extra_sources]
     rows = raw.shape[0] if raw.ndim > 1 else 1
-    row_bytes = max(1, raw.nbytes // max(rows, 1))
-    step = max(1, _CHUNK_BYTES // row_bytes)
-    target = _DTYPES[job.dtype][2]
+    step = max(1, _CHUNK_BYTES // max(1, raw.nbytes // rows))
     for start in range(0, rows, step):
         chunk = raw[start : start + step] if raw.ndim > 1 else raw
-        x = _to_mx(chunk, src_dtype)
         if job.kind == "dequantize":
             scales, biases = (
                 _to_mx(e[start : start + step], src_dtypes[n]) for e, n in zip(extras, job.extra_sources, strict=True)
             )
-            x = mx.dequantize(x, scales, biases, job.group_size, job.bits).astype(target)
-        elif job.kind != "copy":
-            y = x.astype(target)
-            if target == mx.float16 and src_dtype != "float16" and mx.any(mx.isinf(y) & ~mx.isinf(x)).item():
-                raise ConversionError(
-                    f"{job.source}: values beyond float16's range (max {float(mx.abs(x).max().item()):.4g}); "
-                    "convert with --dtype bfloat16 instead"
-                )
-            x = y
-        if job.kind == "quantize":
-            parts = mx.quantize(x, job.group_size, job.bits)
-            mx.eval(*parts)
-            for entry, part in zip(job.entries, parts, strict=True):
-                writer.write(entry, start * (entry.nbytes // rows), part)
+            w = mx.dequantize(_to_mx(chunk, src_dtype), scales, biases, job.group_size, job.bits)
+            outputs = [w.astype(_DTYPES[job.dtype][2])]
+        elif job.kind == "quantize":
+            w = _cast(chunk, src_dtype, job.dtype, job.source)
+            outputs = list(mx.quantize(mx.array(w) if isinstance(w, np.ndarray) else w, job.group_size, job.bits))
+        elif job.kind == "cast":
+            outputs = [_cast(chunk, src_dtype, job.dtype, job.source)]
         else:
-            mx.eval(x)
-            writer.write(job.entries[0], start * (job.entries[0].nbytes // rows), x)
+            outputs = [chunk]
+        mx.eval([o for o in outputs if isinstance(o, mx.array)])
+        for entry, part in zip(job.entries, outputs, strict=True):
+            writer.write(entry, start * (entry.nbytes // rows), part)
+    mx.clear_cache()  # MLX keeps freed buffers for reuse; return them so memory stays at one tensor
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -127,15 +127,21 @@ def test_float16_output_is_bitwise_torch_half(tmp_path, vocab):
 
 def test_float16_overflow_names_tensor_and_suggests_bfloat16(tmp_path, vocab, capsys):
     ref = hf_llama(vocab, kv_heads=8, bf16=False, seed=6)
+    weight = ref.model.layers[1].mlp.down_proj.weight
+    src, out = tmp_path / "hf", tmp_path / "out"
     with torch.no_grad():
-        ref.model.layers[1].mlp.down_proj.weight[3, 5] = 1e5
-    src = tmp_path / "hf"
+        weight[3, 5] = -65519.0  # rounds to float16's largest finite value, -65504
     ref.save_pretrained(src)
-    out = tmp_path / "out"
+    assert main([str(src), str(out), "--quiet"]) == 0
+    assert load_file(out / "model.safetensors")["model.layers.1.mlp.down_proj.weight"][3, 5].item() == -65504.0
+    with torch.no_grad():
+        weight[3, 5] = 65520.0  # the smallest magnitude that rounds to infinity
+    ref.save_pretrained(src)
+    out = tmp_path / "out2"
     assert main([str(src), str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "model.layers.1.mlp.down_proj.weight" in err and "bfloat16" in err
-    assert not out.exists() and list(tmp_path.iterdir()) == [src]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["hf", "out"]
     assert main([str(src), str(out), "--dtype", "bfloat16", "--quiet"]) == 0
 
 
