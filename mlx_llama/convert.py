@@ -332,10 +332,13 @@ def _cast(raw: np.ndarray, src: str, target: str, name: str) -> np.ndarray | mx.
         return mx.array(wide).astype(mx.bfloat16)
     if target == "float16" and wide.size:
         peak = max(float(wide.max()), -float(wide.min()))
-        if peak >= _F16_OVERFLOW and (np.isinf(wide.astype(np.float16)) & ~np.isinf(wide)).any():
-            raise ConversionError(
-                f"{name}: values up to {peak:.4g} overflow float16 (max 65504); convert with --dtype bfloat16"
-            )
+        if peak >= _F16_OVERFLOW:
+            with np.errstate(over="ignore"):
+                overflow = (np.isinf(wide.astype(np.float16)) & ~np.isinf(wide)).any()
+            if overflow:
+                raise ConversionError(
+                    f"{name}: values up to {peak:.4g} overflow float16 (max 65504); convert with --dtype bfloat16"
+                )
     return wide.astype(_DTYPES[target][1], copy=False)
 
 

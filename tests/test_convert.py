@@ -79,6 +79,7 @@ def test_meta_bf16_shards_to_float32(tmp_path, tokenizer, vocab, kv_heads, eps, 
     sp = spm.SentencePieceProcessor(model_file=str(tokenizer))
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
     assert hf_tok(text)["input_ids"] == [1, *sp.encode(text)]
+    assert mlx_llama.LlamaTokenizer.from_pretrained(out)(text)["input_ids"] == [1, *sp.encode(text)]
 
 
 def test_transformers_safetensors_shards(tmp_path, vocab):
