@@ -289,6 +289,8 @@ def _plan(specs: list[TensorSpec], dtype: str, quantize: tuple[int, int] | None,
         if base in packed:
             override = dequant.get(base)
             settings = override if isinstance(override, dict) else dequant
+            if settings.get("mode", "affine") != "affine" or f"{base}.biases" not in names:
+                raise ConversionError(f"{base}: only affine quantization (scales and biases) can be dequantized")
             group, bits = int(settings["group_size"]), int(settings["bits"])
             shape = (*spec.shape[:-1], spec.shape[-1] * 32 // bits)
             extra = [f"{base}.scales", f"{base}.biases"]
