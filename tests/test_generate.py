@@ -53,7 +53,7 @@ def test_greedy_matches_transformers_left_padded_batch(checkpoint):
     _, hf, model = checkpoint
     ids, mask = left_padded()
     # Pick as eos a token row 0 emits mid-way, so some rows finish early and must be padded after it.
-    free_run = hf_generate(hf, ids, mask, max_new_tokens=32, do_sample=False, eos_token_id=None, pad_token_id=PAD)
+    free_run = ours(model, ids, mask, max_new_tokens=10, eos_token_id=[], pad_token_id=PAD)
     eos = int(free_run[0, ids.shape[1] + 8])
     expected = hf_generate(hf, ids, mask, max_new_tokens=32, do_sample=False, eos_token_id=eos, pad_token_id=PAD)
     got = ours(model, ids, mask, max_new_tokens=32, eos_token_id=eos, pad_token_id=PAD)
@@ -222,3 +222,11 @@ def test_cache_continues_a_conversation(checkpoint, tokenizer):
     second = [r.token for r in stream_generate(model, tokenizer, feed, max_tokens=8, cache=cache, eos_token_id=[])]
     expected = hf_generate(hf, np.array([full]), np.ones((1, len(full))), max_new_tokens=8, eos_token_id=None)
     assert second == expected[0, len(full) :].tolist()
+
+
+def test_prompt_text_with_its_own_bos_gets_no_second_one(tokenizer):
+    from mlx_llama.generation.api import _encode_prompt
+
+    ids = _encode_prompt(tokenizer, "<s>The cat")
+    assert ids[0] == tokenizer.bos_token_id and tokenizer.bos_token_id not in ids[1:]
+    assert _encode_prompt(tokenizer, "The cat") == tokenizer.encode("The cat")

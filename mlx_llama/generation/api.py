@@ -110,7 +110,10 @@ def _eos_list(value) -> list[int]:
 
 def _encode_prompt(tokenizer, prompt: str | Sequence[int] | mx.array) -> list[int]:
     if isinstance(prompt, str):
-        return list(tokenizer.encode(prompt))
+        # A prompt already rendered with its "<s>" (e.g. a chat template as text) must not get a second BOS.
+        bos = getattr(tokenizer, "bos_token", None)
+        has_bos = bool(bos) and prompt.startswith(bos)
+        return list(tokenizer.encode(prompt, add_special_tokens=not has_bos))
     return [int(t) for t in (prompt.tolist() if isinstance(prompt, mx.array) else prompt)]
 
 
