@@ -230,3 +230,22 @@ def test_prompt_text_with_its_own_bos_gets_no_second_one(tokenizer):
     ids = _encode_prompt(tokenizer, "<s>The cat")
     assert ids[0] == tokenizer.bos_token_id and tokenizer.bos_token_id not in ids[1:]
     assert _encode_prompt(tokenizer, "The cat") == tokenizer.encode("The cat")
+
+
+class DecodeOnlyTokenizer:
+    """A tokenizer with no streaming detokenizer (e.g. a Transformers one): only encode/decode."""
+
+    def __init__(self, tok):
+        self.tok, self.eos_token_id, self.bos_token = tok, tok.eos_token_id, tok.bos_token
+
+    def encode(self, text, add_special_tokens=True):
+        return self.tok.encode(text, add_special_tokens=add_special_tokens)
+
+    def decode(self, ids):
+        return self.tok.sp_model.decode(ids)
+
+
+def test_stream_falls_back_to_incremental_decode(checkpoint, tokenizer):
+    _, _, model = checkpoint
+    responses = list(stream_generate(model, DecodeOnlyTokenizer(tokenizer), "The cat", 12, eos_token_id=[]))
+    assert "".join(r.text for r in responses) == sp_text(tokenizer, [r.token for r in responses])
