@@ -22,6 +22,7 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "LlamaForSequenceClassification": ("mlx_llama.modeling.heads", "LlamaForSequenceClassification"),
     "LlamaForQuestionAnswering": ("mlx_llama.modeling.heads", "LlamaForQuestionAnswering"),
     "LlamaForTokenClassification": ("mlx_llama.modeling.heads", "LlamaForTokenClassification"),
+    "LlamaModel": ("mlx_llama.modeling.llama", "LlamaModel"),
     "OpenLlamaForCausalLM": ("mlx_llama.modeling.open_llama", "OpenLlamaForCausalLM"),
     "OpenLlamaForSequenceClassification": ("mlx_llama.modeling.open_llama", "OpenLlamaForSequenceClassification"),
 }

@@ -15,6 +15,7 @@ from generation_helpers import write_checkpoint  # noqa: E402
 from mlx_llama.errors import CheckpointError, ConfigError  # noqa: E402
 from mlx_llama.loading import load, model_class  # noqa: E402
 from mlx_llama.modeling.heads import LlamaForCausalLM, LlamaForSequenceClassification  # noqa: E402
+from mlx_llama.modeling.llama import LlamaModel  # noqa: E402
 
 TEXT = "The cat sat on a mat."
 
@@ -94,6 +95,7 @@ def test_missing_paths_give_checkpoint_errors(tmp_path):
 def test_class_is_chosen_from_config():
     assert model_class({"architectures": ["LlamaForSequenceClassification"]}) is LlamaForSequenceClassification
     assert model_class({"model_type": "llama"}) is LlamaForCausalLM
+    assert model_class({"architectures": ["LlamaModel"], "model_type": "llama"}) is LlamaModel
     assert model_class({"architectures": ["SomethingElse"], "model_type": "llama"}) is LlamaForCausalLM
     with pytest.raises(ConfigError, match="GPT2LMHeadModel"):
         model_class({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"})
