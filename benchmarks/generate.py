@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -204,12 +205,23 @@ def gguf_path(model_dir: Path) -> Path:
     return model_dir.parent / f"{model_dir.name}.gguf"
 
 
-def run_llamacpp(model_dir: Path, prompt: list[int], new_tokens: int) -> dict:
+def run_llamacpp(model_dir: Path, prompt: list[int], new_tokens: int, extra_bufts: bool, threads: int) -> dict:
     from llama_cpp import Llama
+    from llama_cpp import llama_cpp as low_level
+
+    if not extra_bufts:  # llama-cpp-python's Llama() has no argument for it
+        defaults = low_level.llama_model_default_params
+
+        def without_extra_bufts():
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        low_level.llama_model_default_params = without_extra_bufts
 
     start = time.perf_counter()
     llm = Llama(str(gguf_path(model_dir)), n_ctx=len(prompt) + new_tokens + 16, n_batch=len(prompt),
-                n_threads=os.cpu_count(), verbose=False)
+                n_threads=threads, verbose=False)
     load_s = time.perf_counter() - start
 
     def generate(ids: list[int], n: int):
@@ -222,14 +234,14 @@ def run_llamacpp(model_dir: Path, prompt: list[int], new_tokens: int) -> dict:
     time_stream(generate(prompt[:16], 4))
     ttft, decode_s, n = time_stream(generate(prompt, new_tokens))
     return {"load_s": load_s, "ttft_s": ttft, "decode_s": decode_s, "new_tokens": n, "peak_mlx_gb": None,
-            "blas": None}
+            "blas": None, "extra_bufts": extra_bufts}
 
 
 def run_one(args: argparse.Namespace) -> None:
     prompt = prompt_ids(args.prompt_tokens)
     model_dir = Path(args.model)
     if args.run == "llamacpp":
-        result = run_llamacpp(model_dir, prompt, args.new_tokens)
+        result = run_llamacpp(model_dir, prompt, args.new_tokens, not args.no_extra_bufts, args.llamacpp_threads)
     else:
         result = run_mlx(args.run, model_dir, args.dtype, prompt, args.new_tokens)
     result.update(impl=args.run, dtype=args.dtype, prompt_tokens=len(prompt),
@@ -349,8 +361,14 @@ def available(impl: str, args: argparse.Namespace) -> str | None:
 
 def spawn(args: argparse.Namespace, impl: str, model_dir: Path, dtype: str) -> dict:
     cmd = [python_for(impl, args), __file__, "--run", impl, "--model", str(model_dir), "--dtype", dtype,
-           "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens)]
+           "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
+           "--llamacpp-threads", str(args.llamacpp_threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if impl == "llamacpp" and proc.returncode == -signal.SIGILL:
+        # llama.cpp built with GGML_NATIVE uses AMX tiles for Q4_0 where the CPU lists AMX; some VMs list it
+        # without enabling it (seen here: SIGILL at `tilezero`). Its extra buffer types (AMX, repack) go.
+        print("llamacpp: illegal instruction; retrying without llama.cpp's extra buffer types", file=sys.stderr)
+        proc = subprocess.run([*cmd, "--no-extra-bufts"], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{impl} {dtype} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -430,12 +448,15 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--workdir", default="/tmp/mlx_llama_bench", help="scratch dir for the checkpoints")
     parser.add_argument("--bench-python", default=str(BENCH_PYTHON), help="Python with mlx-lm (and llama_cpp)")
+    parser.add_argument("--llamacpp-threads", type=int, default=os.cpu_count(),
+                        help="llama.cpp threads; its spinning thread pool collapses when other work shares the cores")
     parser.add_argument("--output", help="also write the markdown table here")
     parser.add_argument("--jsonl", help="append every run's JSON line here")
     parser.add_argument("--run", choices=IMPLS, help=argparse.SUPPRESS)  # internal: one measured run
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
     parser.add_argument("--make-gguf", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-extra-bufts", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make_gguf:
         make_gguf(args)
