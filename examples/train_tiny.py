@@ -10,7 +10,7 @@ Project Gutenberg). R need not be installed: the script reads the package's R da
     python examples/train_tiny.py --corpus r-cran-janeaustenr_*.deb
 
 `--corpus` takes the .deb, a directory it was unpacked into, or an installed R library; without it the
-usual install locations are searched. Run time: about 25 minutes on 2 CPU cores (see the model card).
+usual install locations are searched. Run time: about 19 minutes on 2 idle CPU cores (see the model card).
 """
 
 from __future__ import annotations
