@@ -11,11 +11,10 @@ Austen-flavoured nonsense from the demo; a chat checkpoint (e.g. a Llama 2 chat 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import mlx_llama  # first: sets up the BLAS for MLX on Linux
 
-DEMO = Path(mlx_llama.__file__).parent / "assets" / "demo"
+DEMO = mlx_llama.DEMO_MODEL
 QUESTIONS = ["Who is coming to dinner?", "And what did your sister say?"]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mlx_llama  # first: sets up the BLAS before MLX loads (Linux)
 
-DEMO = Path(mlx_llama.__file__).parent / "assets" / "demo"
+DEMO = mlx_llama.DEMO_MODEL
 
 
 def size_mb(path: Path) -> float:

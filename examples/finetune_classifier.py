@@ -8,7 +8,6 @@ falls and held-out sentences are then classified; pass --train-body to fine-tune
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import mlx_llama  # first: sets up the BLAS before MLX loads (Linux)
 
@@ -17,7 +16,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 
-DEMO = Path(mlx_llama.__file__).parent / "assets" / "demo"
+DEMO = mlx_llama.DEMO_MODEL
 LABELS = {0: "statement", 1: "question"}
 TRAIN = [
     ("She walked to the village in the rain.", 0), ("Did she walk to the village?", 1),

@@ -7,11 +7,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import mlx_llama  # first: sets up the BLAS for MLX on Linux
 
-DEMO = Path(mlx_llama.__file__).parent / "assets" / "demo"
+DEMO = mlx_llama.DEMO_MODEL
 
 
 def main() -> None:

@@ -8,14 +8,13 @@ arbitrary until the head is trained; the loss shows how training targets are giv
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import mlx_llama  # first: sets up the BLAS before MLX loads (Linux)
 
 # isort: split
 import mlx.core as mx
 
-DEMO = Path(mlx_llama.__file__).parent / "assets" / "demo"
+DEMO = mlx_llama.DEMO_MODEL
 QUESTION = "Who came to Netherfield?"
 CONTEXT = "Mr. Bingley came to Netherfield with his two sisters."
 

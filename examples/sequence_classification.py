@@ -8,11 +8,10 @@ non-pad token, so batches need a pad token id in the config.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import mlx_llama  # first: sets up the BLAS for MLX on Linux
 
-DEMO = Path(mlx_llama.__file__).parent / "assets" / "demo"
+DEMO = mlx_llama.DEMO_MODEL
 TEXTS = ["She was delighted with the ball.", "He was very angry and left the house at once."]
 
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 
 import mlx_llama  # first: sets up the BLAS before MLX loads (Linux)
 
-DEMO = Path(mlx_llama.__file__).parent / "assets" / "demo"
+DEMO = mlx_llama.DEMO_MODEL
 LABELS = {0: "O", 1: "PERSON", 2: "PLACE"}
 TEXT = "Emma walked to Highbury with Harriet."
 

@@ -10,7 +10,7 @@ from .convert import convert  # noqa: E402  (the function; the module stays impo
 from .detokenizer import StreamingDetokenizer  # noqa: E402
 from .errors import CheckpointError, ConfigError, ConversionError, MlxLlamaError, TokenizerError  # noqa: E402
 from .generation import GenerationResponse, generate, stream_generate  # noqa: E402
-from .loading import load  # noqa: E402
+from .loading import DEMO_MODEL, load  # noqa: E402
 from .modeling import (  # noqa: E402
     LlamaForCausalLM,
     LlamaForQuestionAnswering,
@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "DEMO_MODEL",
     "ConfigError",
     "ConversionError",
     "GenerationResponse",

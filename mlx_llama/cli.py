@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from .errors import MlxLlamaError
 
-DEMO_MODEL = Path(__file__).parent / "assets" / "demo"
 DEMO_NOTICE = (
     "Using the bundled demo model: a tiny Llama trained on a small English text, so expect simple text. "
     "For a real model pass --model with a Hugging Face Hub id "
@@ -77,7 +75,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from .loading import load
+    from .loading import DEMO_MODEL, load
 
     if args.model is None:
         if not (DEMO_MODEL / "config.json").is_file():

@@ -16,6 +16,8 @@ import mlx.core as mx
 from .config import read_config_json
 from .errors import CheckpointError, ConfigError
 
+DEMO_MODEL = Path(__file__).parent / "assets" / "demo"  # the small demo checkpoint shipped in the package
+
 # architecture name -> (module, class).
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "LlamaForCausalLM": ("mlx_llama.modeling.heads", "LlamaForCausalLM"),
