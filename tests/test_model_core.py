@@ -108,8 +108,11 @@ def test_loading_errors_name_the_tensor(tmp_path):
 
 def test_causal_checkpoint_into_classification_head(tmp_path):
     hf_model(pad_token_id=0).save_pretrained(tmp_path)
-    with pytest.warns(UserWarning, match="score.weight"):
+    with pytest.warns(UserWarning) as record:
         model = LlamaForSequenceClassification.from_pretrained(tmp_path, num_labels=3)
+    messages = " | ".join(str(w.message) for w in record)
+    assert "score.weight" in messages and "newly initialised" in messages
+    assert "ignoring tensors of another task head: lm_head.weight" in messages
     assert model(np.array([[5, 6, 7, 0]])).logits.shape == (1, 3)
 
 
