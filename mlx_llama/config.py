@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .jsonio import read_json_object
 from .rope import validate_rope_scaling
 
 ACTIVATIONS = ("silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu", "relu")
@@ -166,13 +167,4 @@ def read_config_json(path: str | Path) -> dict[str, Any]:
     """Load a config.json (directory or file) with errors that name the file."""
     path = Path(path)
     file = path / CONFIG_NAME if path.is_dir() else path
-    if not file.is_file():
-        raise ConfigError(f"{file}: no config.json found; a model directory needs one")
-    try:
-        with open(file) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{file}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(file, ConfigError, "a model directory needs a config.json")

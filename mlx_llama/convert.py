@@ -26,6 +26,7 @@ from .checkpoint.safetensors_io import INDEX_FILE, SINGLE_FILE, parse_size
 from .checkpoint.torch_pickle import LazyTensor, load_torch_file
 from .dtypes import dtype_name, parse_dtype
 from .errors import CheckpointError, ConfigError, ConversionError, MlxLlamaError
+from .jsonio import read_json_object
 
 # dtype name -> (safetensors code, numpy dtype of the raw bytes, mlx dtype); bfloat16 travels as uint16
 _DTYPES = {
@@ -62,18 +63,6 @@ Q_GROUP_SIZES = (32, 64, 128)
 # ---------------------------------------------------------------------------------------------------------
 # Sources
 # ---------------------------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data
-
-
 def read_safetensors_header(path: Path) -> dict[str, LazyTensor]:
     """The tensors of a .safetensors file as lazy, memory-mapped views; validates offsets against the size."""
     size = path.stat().st_size
@@ -112,7 +101,7 @@ class TransformersSource:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self.config = _read_json(directory / "config.json")
+        self.config = read_json_object(directory / "config.json")
         model_type = self.config.get("model_type")
         if model_type not in _SUPPORTED_MODEL_TYPES:
             arch = ", ".join(self.config.get("architectures") or []) or "no architectures"
@@ -140,7 +129,7 @@ class TransformersSource:
         ):
             index = d / index_name
             if index.is_file():
-                weight_map = _read_json(index).get("weight_map")
+                weight_map = read_json_object(index).get("weight_map")
                 if not isinstance(weight_map, dict):
                     raise CheckpointError(f"{index}: no weight_map")
                 files = [d / f for f in sorted(set(weight_map.values()))]

@@ -29,6 +29,7 @@ import sentencepiece as spm
 
 from mlx_llama.chat_format import chat_format_of, render_chat
 from mlx_llama.errors import TokenizerError
+from mlx_llama.jsonio import read_json_object
 
 SPIECE_UNDERLINE = "\u2581"
 VOCAB_FILE = "tokenizer.model"
@@ -133,14 +134,6 @@ def _load_sentencepiece(vocab_file: str, strip_dummy_prefix: bool, sp_model_kwar
     return processor, raw
 
 
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise TokenizerError(f"{path!r} is not valid JSON: {exc}") from exc
-
-
 class LlamaTokenizer:
     """SentencePiece BPE tokenizer with the behaviour of Transformers' slow `LlamaTokenizer`.
 
@@ -230,7 +223,7 @@ class LlamaTokenizer:
         init: dict[str, Any] = {}
         config_path = os.path.join(path, CONFIG_FILE)
         if os.path.isfile(config_path):
-            config = _read_json(config_path)
+            config = read_json_object(config_path, TokenizerError)
             for key in (
                 "add_bos_token",
                 "add_eos_token",
@@ -258,12 +251,12 @@ class LlamaTokenizer:
                 init["chat_template"] = named.get("default")
         map_path = os.path.join(path, SPECIAL_TOKENS_MAP_FILE)
         if os.path.isfile(map_path):
-            for key, value in _read_json(map_path).items():
+            for key, value in read_json_object(map_path, TokenizerError).items():
                 if key in _SPECIAL_ATTRS or key == "additional_special_tokens":
                     init.setdefault(key, value)
         added_path = os.path.join(path, ADDED_TOKENS_FILE)
         if os.path.isfile(added_path) and "added_tokens_decoder" not in init:
-            added = _read_json(added_path)
+            added = read_json_object(added_path, TokenizerError)
             init["added_tokens_decoder"] = {int(i): AddedToken(c) for c, i in added.items()}
         jinja_path = os.path.join(path, CHAT_TEMPLATE_FILE)
         if os.path.isfile(jinja_path):

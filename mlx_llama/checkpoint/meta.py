@@ -8,7 +8,6 @@ one at a time, each shard's slice copied straight from its mapped file into the 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, ConversionError
+from ..jsonio import read_json_object
 from .torch_pickle import LazyTensor, load_torch_file
 
 # Meta per-layer name -> (Transformers name inside model.layers.i, shard axis or None when replicated)
@@ -66,12 +66,7 @@ def intermediate_size(dim: int, multiple_of: int = 256, ffn_dim_multiplier: floa
 def read_params(directory: Path) -> dict:
     """params.json as a dict (unwrapping the {"model": {...}} form some releases use)."""
     path = directory / "params.json"
-    try:
-        params = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing; a Meta checkpoint directory needs params.json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    params = read_json_object(path, hint="a Meta checkpoint directory needs params.json")
     if isinstance(params, dict) and isinstance(params.get("model"), dict):
         params = params["model"]
     for key in ("dim", "n_layers", "n_heads", "norm_eps"):
