@@ -14,6 +14,7 @@ from hf_oracle import hf_config, hf_model, rel_err, to_np
 from mlx.utils import tree_flatten
 
 from mlx_llama import CheckpointError, ConfigError, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+from mlx_llama.modeling.quantized import CPUQuantizedLinear
 
 
 def test_gradients_match_pytorch(tmp_path):
@@ -135,6 +136,17 @@ def test_quantized_checkpoint_loads_with_float32_scales(tmp_path):
     x = mx.random.normal((3, 128))
     assert mx.allclose(q_proj(x), x @ w.T, atol=1e-4).item()
     assert loaded(np.array([[1, 2, 3]])).logits.shape == (1, 3, 128)
+    # A prompt-sized input takes the dequantize + GEMM path on the CPU: it must equal MLX's quantized kernel.
+    assert isinstance(q_proj, CPUQuantizedLinear)
+    prompt = mx.random.normal((2, 20, 128))
+    fused = mx.quantized_matmul(prompt, q_proj.weight, q_proj.scales, q_proj.biases, transpose=True,
+                                group_size=64, bits=4)
+    assert mx.allclose(q_proj(prompt), fused, atol=1e-4).item()
+    ids = np.random.default_rng(0).integers(3, 128, size=(1, 40))
+    full = loaded(ids).logits  # 40 rows: GEMM path; one token at a time: the quantized kernel
+    cache = loaded.make_cache()
+    steps = mx.concatenate([loaded(ids[:, t : t + 1], past_key_values=cache).logits for t in range(40)], axis=1)
+    assert mx.allclose(full, steps, atol=1e-4).item()
 
 
 def test_config_round_trip_with_transformers(tmp_path):

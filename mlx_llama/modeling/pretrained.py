@@ -23,6 +23,7 @@ from ..checkpoint.safetensors_io import DEFAULT_MAX_SHARD_SIZE, load_safetensors
 from ..config import LlamaConfig
 from ..dtypes import dtype_name, parse_dtype
 from ..errors import CheckpointError
+from .quantized import quantize_model
 
 HEAD_NAMES = ("lm_head", "score", "qa_outputs")
 
@@ -110,8 +111,8 @@ class PreTrainedModel(nn.Module):
         weights = model.sanitize(weights)
         if config.quantization:
             q = config.quantization
-            nn.quantize(model, group_size=q["group_size"], bits=q["bits"],
-                        class_predicate=lambda p, m: f"{p}.scales" in weights)
+            quantize_model(model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in weights,
+                           cpu=is_cpu_backend())
         target = model._compute_dtype(weights, parse_dtype(dtype))
         weights = {k: _cast(k, v, target) for k, v in weights.items()}
         model.load_checked(weights, str(path))
