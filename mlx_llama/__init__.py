@@ -21,11 +21,20 @@ from .modeling import (  # noqa: E402
     OpenLlamaModel,
 )
 from .open_llama_config import OpenLlamaConfig  # noqa: E402
-from .tokenizer import LlamaTokenizer, StreamingDetokenizer  # noqa: E402
+from .tokenizer import (  # noqa: E402
+    AutoTokenizer,
+    LlamaTokenizer,
+    LlamaTokenizerFast,
+    PreTrainedTokenizerFast,
+    StreamingDetokenizer,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoTokenizer",
+    "LlamaTokenizerFast",
+    "PreTrainedTokenizerFast",
     "CheckpointError",
     "DEMO_MODEL",
     "ConfigError",
