@@ -244,6 +244,80 @@ def _as_ids(input_ids) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def special_ids(config, eos_token_id, pad_token_id) -> tuple[list[int], int]:
+    """The eos ids (argument, else the config's) and the pad id (argument, config, first eos, else 0)."""
+    eos = _eos_list(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
+    if pad_token_id is None:
+        pad_token_id = getattr(config, "pad_token_id", None)
+    if pad_token_id is None:
+        pad_token_id = eos[0] if eos else 0
+    return eos, int(pad_token_id)
+
+
+def new_token_count(config, prompt_len: int, max_length: int | None, max_new_tokens: int | None) -> int:
+    """Transformers' length rules: max_new_tokens wins; max_length counts the prompt; default 20 new tokens."""
+    if max_new_tokens is not None:
+        if max_length is not None:
+            warnings.warn("both max_new_tokens and max_length were given: max_new_tokens wins", stacklevel=3)
+        max_length = prompt_len + max_new_tokens
+    elif max_length is None:
+        max_length = DEFAULT_MAX_LENGTH + prompt_len
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit is not None:
+            max_length = min(max_length, limit)
+    if max_length <= prompt_len:
+        warnings.warn(
+            f"max_length={max_length} does not exceed the input length {prompt_len}: generating one token; "
+            "use max_new_tokens to set the number of new tokens",
+            stacklevel=3,
+        )
+    return max(max_length - prompt_len, 1)
+
+
+def infer_attention_mask(ids: np.ndarray, attention_mask, pad_token_id: int, eos: Sequence[int]) -> np.ndarray:
+    """The given mask (checked), else Transformers' inference: pads are masked if the pad id is not an eos."""
+    if attention_mask is None:
+        infer = pad_token_id not in eos and bool((ids == pad_token_id).any())
+        return (ids != pad_token_id).astype(np.int64) if infer else np.ones_like(ids)
+    mask = _as_ids(attention_mask)
+    if mask.shape != ids.shape:
+        raise ConfigError(f"attention_mask has shape {mask.shape} but input_ids has shape {ids.shape}")
+    return mask
+
+
+def warn_right_padding(mask: np.ndarray) -> None:
+    """Decoder-only generation continues each row's last slot: a padded last slot is a user mistake."""
+    if mask.shape[0] > 1 and (mask[:, -1] == 0).any():
+        warnings.warn(
+            "a row ends with padding: decoder-only generation needs left padding (padding_side='left')",
+            stacklevel=3,
+        )
+
+
+def decode_ids(model, ids: np.ndarray, mask: np.ndarray, chooser: TokenChooser, new_tokens: int,
+               eos: Sequence[int], pad_token_id: int, prefill_step_size: int = 512) -> np.ndarray:
+    """Run the decode loop over a (left-padded) batch; return prompt + new ids, finished rows padded."""
+    batch = ids.shape[0]
+    # An all-ones mask is the plain causal case: the model's default positions are the same.
+    model_mask = None if mask.all() else mx.array(mask.astype(np.int32))
+    generated = []
+    for step in decode(
+        model,
+        model.make_cache(),
+        mx.array(ids.astype(np.int32)),
+        chooser,
+        new_tokens,
+        attention_mask=model_mask,
+        eos_token_ids=eos,
+        pad_token_id=pad_token_id,
+        prefill_step_size=prefill_step_size,
+    ):
+        generated.append(step.tokens)
+        if not any(step.running):
+            break
+    return np.concatenate([ids, np.array(generated, dtype=np.int64).T.reshape(batch, -1)], axis=1)
+
+
 def model_generate(
     model,
     input_ids,
@@ -270,45 +344,10 @@ def model_generate(
     Transformers does) and every generated id.
     """
     ids = _as_ids(input_ids)
-    batch, prompt_len = ids.shape
-    config = model.config
-    eos = _eos_list(eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None))
-    if pad_token_id is None:
-        pad_token_id = getattr(config, "pad_token_id", None)
-    if pad_token_id is None:
-        pad_token_id = eos[0] if eos else 0
-
-    if max_new_tokens is not None:
-        if max_length is not None:
-            warnings.warn("both max_new_tokens and max_length were given: max_new_tokens wins", stacklevel=2)
-        max_length = prompt_len + max_new_tokens
-    elif max_length is None:
-        max_length = DEFAULT_MAX_LENGTH + prompt_len
-        limit = getattr(config, "max_position_embeddings", None)
-        if limit is not None:
-            max_length = min(max_length, limit)
-    if max_length <= prompt_len:
-        warnings.warn(
-            f"max_length={max_length} does not exceed the input length {prompt_len}: generating one token; "
-            "use max_new_tokens to set the number of new tokens",
-            stacklevel=2,
-        )
-    new_tokens = max(max_length - prompt_len, 1)
-
-    if attention_mask is None:
-        # As Transformers: infer padding only when the pad id occurs and is not an eos id.
-        infer = pad_token_id not in eos and bool((ids == pad_token_id).any())
-        mask = (ids != pad_token_id).astype(np.int64) if infer else np.ones_like(ids)
-    else:
-        mask = _as_ids(attention_mask)
-        if mask.shape != ids.shape:
-            raise ConfigError(f"attention_mask has shape {mask.shape} but input_ids has shape {ids.shape}")
-    if batch > 1 and (mask[:, -1] == 0).any():
-        warnings.warn(
-            "a row ends with padding: decoder-only generation needs left padding (padding_side='left')",
-            stacklevel=2,
-        )
-
+    eos, pad_token_id = special_ids(model.config, eos_token_id, pad_token_id)
+    new_tokens = new_token_count(model.config, ids.shape[1], max_length, max_new_tokens)
+    mask = infer_attention_mask(ids, attention_mask, pad_token_id, eos)
+    warn_right_padding(mask)
     params = SamplingParams(
         do_sample=do_sample,
         temperature=temperature,
@@ -317,23 +356,5 @@ def model_generate(
         min_p=min_p,
         repetition_penalty=float(repetition_penalty),
     )
-    prompt = mx.array(ids.astype(np.int32))
-    # An all-ones mask is the plain causal case: the model's default positions are the same.
-    model_mask = None if mask.all() else mx.array(mask.astype(np.int32))
-    generated = []
-    for step in decode(
-        model,
-        model.make_cache(),
-        prompt,
-        TokenChooser(params, seed),
-        new_tokens,
-        attention_mask=model_mask,
-        eos_token_ids=eos,
-        pad_token_id=pad_token_id,
-        prefill_step_size=prefill_step_size,
-    ):
-        generated.append(step.tokens)
-        if not any(step.running):
-            break
-    out = np.concatenate([ids, np.array(generated, dtype=np.int64).T.reshape(batch, -1)], axis=1)
+    out = decode_ids(model, ids, mask, TokenChooser(params, seed), new_tokens, eos, pad_token_id, prefill_step_size)
     return mx.array(out.astype(np.int32))
