@@ -18,8 +18,13 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import ConfigError
+from .beam import BeamSettings, beam_search
 from .loop import ProgressCallback, decode
+from .options import GenerationOptions, resolve_options
+from .outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
+from .processors import HistoryChooser, history_processors
 from .sampling import SamplingParams, TokenChooser
+from .stopping import StopStrings
 
 DEFAULT_MAX_LENGTH = 20  # Transformers' GenerationConfig.max_length
 
@@ -295,66 +300,104 @@ def warn_right_padding(mask: np.ndarray) -> None:
 
 
 def decode_ids(model, ids: np.ndarray, mask: np.ndarray, chooser: TokenChooser, new_tokens: int,
-               eos: Sequence[int], pad_token_id: int, prefill_step_size: int = 512) -> np.ndarray:
-    """Run the decode loop over a (left-padded) batch; return prompt + new ids, finished rows padded."""
+               eos: Sequence[int], pad_token_id: int, prefill_step_size: int = 512,
+               stop: StopStrings | None = None, streamer=None) -> np.ndarray:
+    """Run the decode loop over a (left-padded) batch; return prompt + new ids, finished rows padded.
+
+    A row also finishes when a stop string ends in its newest token; `streamer` gets the prompt, then
+    each step's tokens (Transformers' `put` / `end` protocol).
+    """
     batch = ids.shape[0]
     # An all-ones mask is the plain causal case: the model's default positions are the same.
     model_mask = None if mask.all() else mx.array(mask.astype(np.int32))
-    generated = []
-    for step in decode(
-        model,
-        model.make_cache(),
-        mx.array(ids.astype(np.int32)),
-        chooser,
-        new_tokens,
-        attention_mask=model_mask,
-        eos_token_ids=eos,
-        pad_token_id=pad_token_id,
-        prefill_step_size=prefill_step_size,
-    ):
-        generated.append(step.tokens)
-        if not any(step.running):
+    rows, done, generated = ids.tolist(), np.zeros(batch, dtype=bool), []
+    if streamer is not None:
+        streamer.put(ids)
+    for step in decode(model, model.make_cache(), mx.array(ids.astype(np.int32)), chooser, new_tokens,
+                       attention_mask=model_mask, eos_token_ids=eos, pad_token_id=pad_token_id,
+                       prefill_step_size=prefill_step_size):
+        tokens = np.where(done, pad_token_id, np.array(step.tokens, dtype=np.int64))
+        running = np.array(step.running, dtype=bool) & ~done
+        if stop is not None:
+            for r in np.flatnonzero(running):
+                rows[r].append(int(tokens[r]))
+                done[r] = stop.hit(rows[r])
+            running &= ~done
+        generated.append(tokens)
+        if streamer is not None:
+            streamer.put(tokens)
+        if not running.any():
             break
+    if streamer is not None:
+        streamer.end()
     return np.concatenate([ids, np.array(generated, dtype=np.int64).T.reshape(batch, -1)], axis=1)
 
 
-def model_generate(
-    model,
-    input_ids,
-    attention_mask=None,
-    max_length: int | None = None,
-    max_new_tokens: int | None = None,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = 50,
-    top_p: float = 1.0,
-    min_p: float | None = None,
-    repetition_penalty: float = 1.0,
-    eos_token_id: int | Sequence[int] | None = None,
-    pad_token_id: int | None = None,
-    seed: int | None = None,
-    prefill_step_size: int = 512,
-) -> mx.array:
-    """Transformers' `generate` for a causal LM: returns [batch, prompt + new] ids, prompt included.
+def _sample(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions, eos: list[int], pad: int,
+            new_tokens: int, extras: dict):
+    """Greedy or sampling; `extras` holds streamer, tokenizer, seed, prefill_step_size."""
+    if options.num_return_sequences > 1:  # sampling several continuations per prompt: repeat the rows
+        ids, mask = (np.repeat(a, options.num_return_sequences, axis=0) for a in (ids, mask))
+    params = SamplingParams(do_sample=options.do_sample, temperature=options.temperature, top_k=options.top_k,
+                            top_p=options.top_p, min_p=options.min_p,
+                            repetition_penalty=float(options.repetition_penalty))
+    processors = history_processors(options, eos, ids.shape[1])
+    record = (options.return_dict_in_generate and options.output_scores,
+              options.return_dict_in_generate and options.output_logits)
+    chooser = HistoryChooser(params, extras["seed"], ids, processors, *record)
+    stop = StopStrings(options.stop_strings, extras["tokenizer"]) if options.stop_strings else None
+    out = decode_ids(model, ids, mask, chooser, new_tokens, eos, pad, extras["prefill_step_size"], stop,
+                     extras["streamer"])
+    sequences = mx.array(out.astype(np.int32))
+    if not options.return_dict_in_generate:
+        return sequences
+    steps = out.shape[1] - ids.shape[1]
+    return GenerateDecoderOnlyOutput(sequences, tuple(chooser.scores[:steps]) if record[0] else None,
+                                     tuple(chooser.logits[:steps]) if record[1] else None)
 
-    Batches must be left padded; positions come from the attention mask (cumsum - 1). Rows that emitted
-    an eos id are padded with `pad_token_id` (default: the config's, else the first eos id) until every
-    row is done or `max_length` is reached. Without `max_length`/`max_new_tokens`, 20 new tokens, as the
-    default GenerationConfig gives. The repetition penalty counts every id in `input_ids` (pads too, as
-    Transformers does) and every generated id.
+
+def _beam(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions, eos: list[int], pad: int,
+          new_tokens: int, extras: dict):
+    """Beam search (Transformers' fill value for finished beams: the pad id unless it is 0, then eos)."""
+    if extras["streamer"] is not None:
+        raise ConfigError("streamer is not supported with beam search (num_beams > 1), as in Transformers")
+    fill = (pad or eos[0]) if eos else -1
+    settings = BeamSettings(options.num_beams, new_tokens, eos, fill, options.length_penalty,
+                            options.early_stopping, options.num_return_sequences, options.repetition_penalty)
+    stop = StopStrings(options.stop_strings, extras["tokenizer"]) if options.stop_strings else None
+    record = (options.return_dict_in_generate and options.output_scores,
+              options.return_dict_in_generate and options.output_logits)
+    result = beam_search(model, ids, mask, settings, history_processors(options, eos, ids.shape[1]),
+                         stop.hit if stop else None, extras["prefill_step_size"], record)
+    sequences = mx.array(result.sequences.astype(np.int32))
+    if not options.return_dict_in_generate:
+        return sequences
+    as_mx = lambda arrays: tuple(mx.array(a) for a in arrays)  # noqa: E731
+    return GenerateBeamDecoderOnlyOutput(
+        sequences, mx.array(result.sequences_scores) if record[0] else None,
+        as_mx(result.scores) if record[0] else None, as_mx(result.logits) if record[1] else None,
+        mx.array(result.beam_indices.astype(np.int32)))
+
+
+def model_generate(model, input_ids=None, generation_config=None, *, attention_mask=None, inputs=None,
+                   streamer=None, tokenizer=None, seed: int | None = None, prefill_step_size: int = 512,
+                   **kwargs):
+    """Transformers' `generate` for a causal LM: [batch, prompt + new] ids, prompt included.
+
+    Keyword arguments are GenerationConfig fields (see `GenerationOptions`; an unknown one is an error),
+    taken over `generation_config` and the model's own. Batches must be left padded; positions come from
+    the attention mask (cumsum - 1). Rows that emitted an eos id are padded with `pad_token_id` (default:
+    the config's, else the first eos id) until every row is done or `max_length` is reached. Without
+    `max_length`/`max_new_tokens`, 20 new tokens. The repetition penalty counts every id in `input_ids`
+    (pads too, as Transformers does) and every generated id. `num_beams > 1` runs beam search;
+    `return_dict_in_generate=True` returns Transformers' output dataclasses.
     """
-    ids = _as_ids(input_ids)
-    eos, pad_token_id = special_ids(model.config, eos_token_id, pad_token_id)
-    new_tokens = new_token_count(model.config, ids.shape[1], max_length, max_new_tokens)
+    options = resolve_options(model, generation_config, kwargs)
+    ids = _as_ids(input_ids if input_ids is not None else inputs)
+    eos, pad_token_id = special_ids(model.config, options.eos_token_id, options.pad_token_id)
+    new_tokens = new_token_count(model.config, ids.shape[1], options.max_length, options.max_new_tokens)
     mask = infer_attention_mask(ids, attention_mask, pad_token_id, eos)
     warn_right_padding(mask)
-    params = SamplingParams(
-        do_sample=do_sample,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repetition_penalty=float(repetition_penalty),
-    )
-    out = decode_ids(model, ids, mask, TokenChooser(params, seed), new_tokens, eos, pad_token_id, prefill_step_size)
-    return mx.array(out.astype(np.int32))
+    extras = {"streamer": streamer, "tokenizer": tokenizer, "seed": seed, "prefill_step_size": prefill_step_size}
+    run = _beam if options.num_beams > 1 else _sample
+    return run(model, ids, mask, options, eos, pad_token_id, new_tokens, extras)
