@@ -91,6 +91,7 @@ def test_demo_prefers_english_word_order():
 
 # ---- the examples -------------------------------------------------------------------------------------------
 
+@pytest.mark.subprocess
 def test_generate_example():
     out = run_example("generate.py", "--max-tokens", "12").stdout
     greedy = re.search(r"^greedy : (.+)$", out, re.M).group(1)
@@ -100,11 +101,13 @@ def test_generate_example():
     assert re.search(r"^model.generate: (.+)$", out, re.M).group(1).endswith(greedy)
 
 
+@pytest.mark.subprocess
 def test_stream_example():
     out = run_example("stream.py", "--max-tokens", "12").stdout
     assert "[12 tokens" in out and "finish reason: length" in out
 
 
+@pytest.mark.subprocess
 def test_chat_example_reuses_the_cache():
     out = run_example("chat.py", "--max-tokens", "8").stdout
     assert out.count("Assistant: ") == 2
@@ -112,6 +115,7 @@ def test_chat_example_reuses_the_cache():
     assert reused[0] == 0 and reused[1] > 0
 
 
+@pytest.mark.subprocess
 def test_sequence_classification_example():
     proc = run_example("sequence_classification.py")
     assert "logits shape: (2, 2)" in proc.stdout
@@ -120,6 +124,7 @@ def test_sequence_classification_example():
     assert 0 < loss < 10
 
 
+@pytest.mark.subprocess
 def test_question_answering_example():
     proc = run_example("question_answering.py")
     assert "true span" in proc.stdout and "'Mr. Bingley'" in proc.stdout
@@ -127,6 +132,7 @@ def test_question_answering_example():
     assert np.isfinite(float(re.search(r"span loss: ([\d.]+)", proc.stdout).group(1)))
 
 
+@pytest.mark.subprocess
 def test_token_classification_example():
     out = run_example("token_classification.py").stdout
     assert re.search(r"logits shape: \(1, \d+, 3\)", out)
@@ -134,6 +140,8 @@ def test_token_classification_example():
     assert gold.count("'PERSON'") >= 2 and "'PLACE'" in gold
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_finetune_example_loss_falls():
     out = run_example("finetune_classifier.py", "--steps", "15").stdout
     first, last = map(float, re.search(r"training loss ([\d.]+) -> ([\d.]+)", out).groups())
@@ -142,6 +150,7 @@ def test_finetune_example_loss_falls():
     assert correct >= total - 1
 
 
+@pytest.mark.subprocess
 def test_convert_example(tmp_path):
     out = run_example("convert_model.py", "--out", str(tmp_path / "q4"), "--max-tokens", "8").stdout
     before, after = map(float, re.search(r"weights: ([\d.]+) MB -> ([\d.]+) MB", out).groups())
