@@ -54,10 +54,14 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def pooled(hf_tok, hf, texts: list[str]) -> np.ndarray:
-    """Each text alone through Transformers' LlamaModel: the final hidden state of its last token."""
+    """Texts through Transformers' LlamaModel (right-padded batch): each one's final hidden state at its last token."""
+    ids = [hf_tok(t)["input_ids"] for t in texts]
+    width = max(map(len, ids))
+    batch = torch.tensor([row + [0] * (width - len(row)) for row in ids])
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids])
     with torch.no_grad():
-        return np.stack([hf.model(torch.tensor([hf_tok(t)["input_ids"]])).last_hidden_state[0, -1].double().numpy()
-                         for t in texts])
+        hidden = hf.model(batch, attention_mask=mask).last_hidden_state.double().numpy()
+    return hidden[np.arange(len(ids)), [len(row) - 1 for row in ids]]
 
 
 def adam_head(weight, x, y, steps: int, lr: float, b1=0.9, b2=0.999, eps=1e-8):
