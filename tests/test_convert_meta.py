@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from convert_helpers import hf_llama, write_meta
+from support.hf_llama import hf_llama
+from support.meta import write_meta
 
 from mlx_llama.checkpoint import hub
 from mlx_llama.checkpoint.meta import MetaCheckpoint, detect_version, find_shards, hf_name, intermediate_size
