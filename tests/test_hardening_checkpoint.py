@@ -7,11 +7,11 @@ import json
 import os
 import struct
 
-import mlx_llama  # noqa: F401  (before mlx.core)
 import numpy as np
 import pytest
 from hostile_files import build, f32_entry, glob, i, s, safetensors, state_dict, storage, tensor, torch_zip, tup
 
+import mlx_llama  # noqa: F401  (before mlx.core)
 from mlx_llama.checkpoint.index import shard_files
 from mlx_llama.checkpoint.safetensors_io import load_safetensors, parse_size, read_safetensors_header
 from mlx_llama.checkpoint.torch_pickle import load_torch_file
@@ -42,7 +42,8 @@ def test_build_on_a_tensor_or_a_rebuild_function_is_refused(tmp_path):
         load_torch_file(torch_zip(tmp_path / "a.bin", state_dict({"w": on_tensor})))
     on_function = glob("torch._utils", "_rebuild_tensor_v2") + b"}(" + s("__defaults__") + tup(i(0)) + b"ub0"
     with pytest.raises(CheckpointError, match="BUILD"):
-        load_torch_file(torch_zip(tmp_path / "b.bin", b"\x80\x02" + on_function + state_dict({"w": tensor(storage())})[2:]))
+        stream = b"\x80\x02" + on_function + state_dict({"w": tensor(storage())})[2:]
+        load_torch_file(torch_zip(tmp_path / "b.bin", stream))
 
 
 @pytest.mark.parametrize(
@@ -65,7 +66,8 @@ def test_views_outside_or_overlapping_their_storage(tmp_path, offset, size, stri
 def test_storage_larger_than_its_blob_and_non_integer_sizes(tmp_path):
     with pytest.raises(CheckpointError, match=r"holds 16 bytes, its tensors need 400"):
         load_torch_file(torch_zip(tmp_path / "big.bin", state_dict({"w": tensor(storage(numel=100))})))
-    float_size = glob("torch._utils", "_rebuild_tensor_v2") + b"(" + storage() + i(0) + b"(G@\x00\x00\x00\x00\x00\x00\x00t"
+    two_point_oh = b"G@\x00\x00\x00\x00\x00\x00\x00"  # BINFLOAT 2.0 as a dimension
+    float_size = glob("torch._utils", "_rebuild_tensor_v2") + b"(" + storage() + i(0) + b"(" + two_point_oh + b"t"
     float_size += tup(i(1)) + b"\x89" + glob("collections", "OrderedDict") + b")RtR"
     with pytest.raises(CheckpointError, match="integers"):
         load_torch_file(torch_zip(tmp_path / "f.bin", state_dict({"w": float_size})))
@@ -75,7 +77,6 @@ def test_huge_memo_index_and_deep_nesting(tmp_path):
     memo = b"\x80\x02}r\xff\xff\xff\x7f."  # LONG_BINPUT 2**31-1 would size the memo to 16 GB
     with pytest.raises(CheckpointError, match=r"memo\.bin.*memo index"):
         load_torch_file(torch_zip(tmp_path / "memo.bin", memo))
-    nested = b"\x80\x02" + b"}(" + s("a") * 0
     nested = b"\x80\x02" + (b"}(" + s("a")) * 200 + b"}" + b"u" * 200 + b"."
     with pytest.raises(CheckpointError, match=r"deep\.bin.*nested deeper"):
         load_torch_file(torch_zip(tmp_path / "deep.bin", nested))
@@ -150,7 +151,8 @@ def test_header_length_limits_and_duplicates(tmp_path):
     short = safetensors(tmp_path / "s.safetensors", {}, length=5000)
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         read_safetensors_header(short)
-    twice = b'{"w": ' + json.dumps(f32_entry([4], 0)).encode() + b', "w": ' + json.dumps(f32_entry([4], 0)).encode() + b"}"
+    entry = json.dumps(f32_entry([4], 0)).encode()
+    twice = b'{"w": ' + entry + b', "w": ' + entry + b"}"
     with pytest.raises(CheckpointError, match="the name 'w' appears twice"):
         read_safetensors_header(safetensors(tmp_path / "d.safetensors", twice, FOUR.tobytes()))
     deep = b"[" * 100000 + b"]" * 100000
