@@ -227,6 +227,7 @@ def _run_job(job: _Job, source: Source, src_dtypes: dict[str, str], writer: Shar
 def _output_config(src: Source, options: _Options) -> dict:
     """The config.json to write: the source's, with dtype and quantization settings of this conversion."""
     config, path = dict(src.config), src.directory / "config.json"
+    _check_config(config, str(path))
     quant = config.get("quantization")
     if options.dequantize and not isinstance(quant, dict):
         raise ConversionError(f"{path}: --dequantize needs a quantized MLX model (no 'quantization')")
@@ -242,6 +243,16 @@ def _output_config(src: Source, options: _Options) -> dict:
     if options.quantize:
         config["quantization"] = {"group_size": options.quantize[0], "bits": options.quantize[1]}
     return config
+
+
+def _check_config(config: dict, where: str) -> None:
+    """The source's config.json is one the model classes accept (checked before any weight is read)."""
+    from .loading import model_class
+
+    try:
+        model_class(config, where).config_class.from_dict(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _check_loadable(config: dict, tensors: dict, where: str) -> None:

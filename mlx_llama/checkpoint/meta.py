@@ -256,9 +256,12 @@ class MetaCheckpoint:
                                   "in params.json")
         for name, want in expected.items():
             got = shapes.get(name)
-            if got is None or len(got) != len(want) or any(w not in (None, g) for w, g in zip(want, got)):
-                raise CheckpointError(f"{self.shard_paths[0]}: {name} has merged shape {got}, params.json implies "
-                                      f"{list(want)}".replace("None", "vocab"))
+            if got is None:
+                raise CheckpointError(f"{self.shard_paths[0]}: {name} is missing (params.json has n_layers {n_layers})")
+            if len(got) != len(want) or any(w not in (None, g) for w, g in zip(want, got)):
+                implied = ["vocab" if w is None else w for w in want]
+                raise CheckpointError(f"{self.shard_paths[0]}: {name} has merged shape {list(got)}, params.json "
+                                      f"implies {implied}")
 
     def _vocab(self) -> tuple[int, int, int]:
         """(vocab_size, bos id, eos id): params.json, the tokenizer and the embedding rows must agree."""
