@@ -21,9 +21,10 @@ import mlx.core as mx
 import numpy as np
 
 from .checkpoint import hub
-from .checkpoint.meta import MetaCheckpoint, TensorSpec, read_tokenizer
+from .checkpoint.meta import VERSIONS, MetaCheckpoint, TensorSpec
 from .checkpoint.safetensors_io import INDEX_FILE, SINGLE_FILE, parse_size
 from .checkpoint.torch_pickle import LazyTensor, load_torch_file
+from .convert_tokenizer import copy_tokenizer, write_meta_tokenizer
 from .dtypes import dtype_name, parse_dtype
 from .errors import CheckpointError, ConfigError, ConversionError, MlxLlamaError
 from .jsonio import read_json_object
@@ -46,15 +47,6 @@ _BY_CODE = {code: name for name, (code, _, _) in _DTYPES.items()}
 _FLOATS = {"float32", "float16", "bfloat16", "float64"}
 _SUPPORTED_MODEL_TYPES = {"llama", "open-llama"}
 _NOT_QUANTIZED = {"score", "qa_outputs"}  # tiny classification heads stay in float
-_TOKENIZER_FILES = (
-    "tokenizer.model",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "generation_config.json",
-)
 _CHUNK_BYTES = 16 << 20  # per cast/quantize step: a few of these live at once, on top of the tensor
 Q_BITS = (2, 3, 4, 6, 8)
 Q_GROUP_SIZES = (32, 64, 128)
@@ -149,7 +141,7 @@ class TransformersSource:
         return self.tensors[name].numpy()
 
 
-def open_source(directory: Path, llama_version: str | None):
+def open_source(directory: Path, llama_version: str | None, instruct: bool = False):
     """Detect the layout from the files present."""
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a directory")
@@ -158,7 +150,7 @@ def open_source(directory: Path, llama_version: str | None):
     if (directory / "config.json").is_file():
         return TransformersSource(directory)
     if (directory / "params.json").is_file() or any(directory.glob("consolidated.*.pth")):
-        return MetaCheckpoint(directory, llama_version)
+        return MetaCheckpoint(directory, llama_version, instruct)
     raise CheckpointError(f"{directory}: neither config.json (Transformers layout) nor params.json (Meta layout) found")
 
 
@@ -364,32 +356,6 @@ def _run_job(job: _Job, source, src_dtypes: dict[str, str], writer: ShardWriter)
 # ---------------------------------------------------------------------------------------------------------
 # Config, tokenizer and the atomic output directory
 # ---------------------------------------------------------------------------------------------------------
-def _write_meta_tokenizer(source: MetaCheckpoint, tmp: Path) -> None:
-    """tokenizer.model plus the configs Transformers' LlamaTokenizer reads (LLaMA 1/2 conventions)."""
-    if source.tokenizer_path is None:
-        print(f"warning: no tokenizer.model beside {source.directory}; the output has no tokenizer", file=sys.stderr)
-        return
-    shutil.copyfile(source.tokenizer_path, tmp / "tokenizer.model")
-    sp = read_tokenizer(source.tokenizer_path)
-    special = {
-        "bos_token": sp.IdToPiece(sp.bos_id()),
-        "eos_token": sp.IdToPiece(sp.eos_id()),
-        "unk_token": sp.IdToPiece(sp.unk_id()),
-    }
-    tokenizer_config = {
-        "tokenizer_class": "LlamaTokenizer",
-        **special,
-        "pad_token": None,
-        "add_bos_token": True,
-        "add_eos_token": False,
-        "legacy": True,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": source.config["max_position_embeddings"],
-    }
-    (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
-    (tmp / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-
-
 def _check_output(output: Path, source_dir: Path, force: bool) -> None:
     if output.exists() or output.is_symlink():
         if not force:
@@ -446,6 +412,7 @@ def convert(
     force: bool = False,
     revision: str | None = None,
     llama_version: str | None = None,
+    instruct: bool = False,
     quiet: bool | None = None,
 ) -> Path:
     """Convert `source` (a Transformers or Meta directory, or a Hub id) into an MLX directory at `output`.
@@ -466,7 +433,7 @@ def convert(
         raise ConversionError(f"{output}: already exists; pass --force to replace it")
     src_dir = hub.resolve_source(source, revision)
     _check_output(output, src_dir, force)
-    src = open_source(src_dir, llama_version)
+    src = open_source(src_dir, llama_version, instruct)
     config = dict(src.config)
     quant_settings = config.get("quantization")
     if dequantize and not isinstance(quant_settings, dict):
@@ -508,11 +475,9 @@ def convert(
         writer.finish()
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if isinstance(src, MetaCheckpoint):
-            _write_meta_tokenizer(src, tmp)
+            write_meta_tokenizer(src, tmp)
         else:
-            for name in _TOKENIZER_FILES:
-                if (src_dir / name).is_file():
-                    shutil.copyfile(src_dir / name, tmp / name)
+            copy_tokenizer(src_dir, tmp)
         _replace(tmp, output)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -536,7 +501,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dequantize", action="store_true", help="turn a quantized MLX model back into floats")
     parser.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) for a repo id")
-    parser.add_argument("--llama-version", choices=("1", "2"), help="only when params.json cannot tell")
+    parser.add_argument(
+        "--llama-version", choices=VERSIONS, help="Meta checkpoints: only when the files cannot tell (3.2 always)"
+    )
+    parser.add_argument("--instruct", action="store_true", help="Meta Llama 3.x Instruct: chat template, stop ids")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -555,6 +523,7 @@ def run(args: argparse.Namespace) -> Path:
         force=args.force,
         revision=args.revision,
         llama_version=args.llama_version,
+        instruct=args.instruct,
         quiet=True if args.quiet else None,
     )
 
