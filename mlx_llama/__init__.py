@@ -8,7 +8,7 @@ from .cache import KVCache, make_cache  # noqa: E402
 from .config import LlamaConfig  # noqa: E402
 from .convert import convert  # noqa: E402  (the function; the module stays importable as mlx_llama.convert)
 from .errors import CheckpointError, ConfigError, ConversionError, MlxLlamaError, TokenizerError  # noqa: E402
-from .generation import GenerationResponse, generate, stream_generate  # noqa: E402
+from .generation import GenerationConfig, GenerationResponse, generate, stream_generate  # noqa: E402
 from .loading import DEMO_MODEL, load  # noqa: E402
 from .modeling import (  # noqa: E402
     LlamaForCausalLM,
@@ -39,6 +39,7 @@ __all__ = [
     "DEMO_MODEL",
     "ConfigError",
     "ConversionError",
+    "GenerationConfig",
     "GenerationResponse",
     "KVCache",
     "LlamaConfig",

@@ -27,11 +27,13 @@ import numpy as np
 from .checkpoint import hub
 from .checkpoint.dtypes import BY_NAME, FLOATS
 from .checkpoint.layers import check_layer_count
+from .checkpoint.meta import VERSIONS
 from .checkpoint.safetensors_io import checkpoint_files, parse_size, read_safetensors_header
 from .checkpoint.shards import Entry, ShardWriter
 from .checkpoint.sources import Source, open_source
 from .checkpoint.spec import TensorSpec
 from .config import QUANT_BITS, QUANT_GROUP_SIZES
+from .convert_tokenizer import check_tokenizer
 from .dtypes import dtype_name, parse_dtype
 from .errors import ConfigError, ConversionError, MlxLlamaError, shorten
 
@@ -422,6 +424,7 @@ def convert(
     force: bool = False,
     revision: str | None = None,
     llama_version: str | None = None,
+    instruct: bool = False,
     quiet: bool | None = None,
     allow_nonfinite: bool = False,
 ) -> Path:
@@ -436,7 +439,7 @@ def convert(
         raise ConversionError(f"{output}: already exists; pass --force to replace it")
     src_dir = hub.resolve_source(source, revision)
     _check_output(output, src_dir, force)
-    src = open_source(src_dir, llama_version)
+    src = open_source(src_dir, llama_version, instruct)
     config = _output_config(src, options)
     dequant = src.config.get("quantization") if options.dequantize else None
     jobs = _plan(src.specs(), options.dtype, options.quantize, dequant)
@@ -447,6 +450,7 @@ def convert(
         _check_written(tmp, written)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         src.write_tokenizer(tmp)
+        check_tokenizer(src_dir, tmp)
         _replace(tmp, output)
     return output
 
@@ -462,7 +466,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dequantize", action="store_true", help="turn a quantized MLX model back into floats")
     parser.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) for a repo id")
-    parser.add_argument("--llama-version", choices=("1", "2"), help="only when params.json cannot tell")
+    parser.add_argument(
+        "--llama-version", choices=VERSIONS, help="Meta checkpoints: only when the files cannot tell (3.2 always)"
+    )
+    parser.add_argument("--instruct", action="store_true", help="Meta Llama 3.x Instruct: chat template, stop ids")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--allow-nonfinite", action="store_true", help="convert weights holding NaN or Inf")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -482,6 +489,7 @@ def run(args: argparse.Namespace) -> Path:
         force=args.force,
         revision=args.revision,
         llama_version=args.llama_version,
+        instruct=args.instruct,
         quiet=True if args.quiet else None,
         allow_nonfinite=args.allow_nonfinite,
     )

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from ..token_ids import check_ids
 from .beam import BeamSettings, beam_search
+from .config import stop_ids
 from .loop import ProgressCallback, decode
 from .options import GenerationOptions, resolve_options
 from .outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
@@ -163,7 +164,8 @@ def stream_generate(
     """Yield one GenerationResponse per generated token, text already detokenized.
 
     A string prompt is encoded with the tokenizer's special tokens (BOS); ids are used as given (e.g. a
-    chat template's output). `temperature=0` is greedy. Generation ends at an eos id ("stop", its text is
+    chat template's output). `temperature=0` is greedy. Generation ends at an eos id (the tokenizer's and
+    every one in `model.generation_config`, unless `eos_token_id` is given: "stop", its text is
     not emitted), at a stop string ("stop", the text is cut before it) or after `max_tokens` ("length").
     Pass `cache` (from `model.make_cache()`) to continue a conversation without re-reading its history:
     the prompt is then only the new tokens.
@@ -175,7 +177,7 @@ def stream_generate(
     too_long = check_prompt_length(model, len(ids), cache[0].offset if cache else 0)
     if too_long:
         warnings.warn(too_long, stacklevel=2)
-    eos = set(_eos_list(eos_token_id if eos_token_id is not None else tokenizer.eos_token_id))
+    eos = set(_eos_list(eos_token_id)) if eos_token_id is not None else stop_ids(model, tokenizer)
     cache = model.make_cache() if cache is None else cache
     detok = _detokenizer(tokenizer)
     stopper = _StopStrings(stop or [])

@@ -24,6 +24,7 @@ from ..checkpoint.safetensors_io import DEFAULT_MAX_SHARD_SIZE, load_safetensors
 from ..config import LlamaConfig
 from ..dtypes import dtype_name, parse_dtype
 from ..errors import CheckpointError
+from ..generation.config import GenerationConfig, generate_kwargs
 from .quantized import quantize_model
 
 HEAD_NAMES = ("lm_head", "score", "qa_outputs")
@@ -59,6 +60,7 @@ class PreTrainedModel(nn.Module):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.config = config
+        self.generation_config = GenerationConfig.from_model_config(config)  # generation_config.json on load
 
     def post_init(self) -> None:
         """Initialise like Transformers (lazily: never computed if a checkpoint replaces it), zero the pad row."""
@@ -122,6 +124,7 @@ class PreTrainedModel(nn.Module):
             model.config.torch_dtype = dtype_name(target)
         mx.eval(model.parameters())
         model.eval()
+        model.generation_config = GenerationConfig.for_checkpoint(path, model.config)
         return model
 
     def _compute_dtype(self, weights: dict[str, mx.array], requested: mx.Dtype | None) -> mx.Dtype | None:
@@ -195,13 +198,15 @@ class PreTrainedModel(nn.Module):
         if floats:
             self.config.torch_dtype = dtype_name(floats[0])
         self.config.save_pretrained(path)
+        if "CausalLM" in type(self).__name__:  # as Transformers: only generative models get one
+            self.generation_config.save_pretrained(path)
         save_safetensors(path, weights, max_shard_size)
 
     def generate(self, *args: Any, **kwargs: Any) -> mx.array:
         """Transformers-style `generate` (prompt + new ids); implemented in `mlx_llama.generation`."""
         from ..generation.api import model_generate  # deferred: generation builds on the models
 
-        return model_generate(self, *args, **kwargs)
+        return model_generate(self, *args, **generate_kwargs(self.generation_config, kwargs))
 
 
 def _cast(key: str, value: mx.array, target: mx.Dtype | None) -> mx.array:
