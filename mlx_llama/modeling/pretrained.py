@@ -24,7 +24,7 @@ from ..checkpoint.safetensors_io import DEFAULT_MAX_SHARD_SIZE, load_safetensors
 from ..config import LlamaConfig
 from ..dtypes import dtype_name, parse_dtype
 from ..errors import CheckpointError
-from ..generation.config import GenerationConfig, generate_kwargs
+from ..generation.config import GenerationConfig
 from .quantized import quantize_model
 
 HEAD_NAMES = ("lm_head", "score", "qa_outputs")
@@ -206,7 +206,7 @@ class PreTrainedModel(nn.Module):
         """Transformers-style `generate` (prompt + new ids); implemented in `mlx_llama.generation`."""
         from ..generation.api import model_generate  # deferred: generation builds on the models
 
-        return model_generate(self, *args, **generate_kwargs(self.generation_config, kwargs))
+        return model_generate(self, *args, **kwargs)  # resolve_options merges self.generation_config
 
 
 def _cast(key: str, value: mx.array, target: mx.Dtype | None) -> mx.array:
