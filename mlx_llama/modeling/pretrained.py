@@ -21,8 +21,9 @@ from mlx.utils import tree_flatten
 from ..cache import KVCache, make_cache
 from ..checkpoint.safetensors_io import DEFAULT_MAX_SHARD_SIZE, load_safetensors, save_safetensors
 from ..config import LlamaConfig
-from ..dtypes import dtype_name, parse_dtype
+from ..dtypes import dtype_name
 from ..errors import CheckpointError
+from .load_options import auto_dtype, pop_load_options, requested_dtype
 from .quantized import quantize_model
 
 HEAD_NAMES = ("lm_head", "score", "qa_outputs")
@@ -93,15 +94,20 @@ class PreTrainedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: str | mx.Dtype | None = None,
-                        config: LlamaConfig | None = None, **config_overrides: Any) -> PreTrainedModel:
+                        config: LlamaConfig | None = None, *, torch_dtype: Any = None,
+                        **config_overrides: Any) -> PreTrainedModel:
         """Load a Transformers (or our converted) directory: `config.json` + safetensors, sharded or not.
 
         `dtype=None` computes in float32 on the CPU backend (like Transformers; MLX's CPU half-precision
         kernels are slow) unless that would not fit in memory, and keeps the stored dtype on a GPU.
+        `dtype="auto"` takes config.json's dtype (else the stored one); `torch_dtype` is its old name.
         Quantized checkpoints get quantized layers; on the CPU their scales and biases become float32,
-        which MLX's CPU quantized matmul runs far faster.
+        which MLX's CPU quantized matmul runs far faster. Transformers' device/quantization options raise
+        an error saying what to do instead; none of them reaches the config.
         """
         path = Path(path)
+        requested = requested_dtype(dtype, torch_dtype)
+        pop_load_options(config_overrides)
         if not path.is_dir():
             raise CheckpointError(f"{path}: not a model directory (expected config.json and *.safetensors)")
         if config is None:
@@ -113,7 +119,9 @@ class PreTrainedModel(nn.Module):
             q = config.quantization
             quantize_model(model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in weights,
                            cpu=is_cpu_backend())
-        target = model._compute_dtype(weights, parse_dtype(dtype))
+        if requested == "auto":
+            requested = auto_dtype(config, weights)
+        target = model._compute_dtype(weights, requested)
         weights = {k: _cast(k, v, target) for k, v in weights.items()}
         model.load_checked(weights, str(path))
         if target is not None:
