@@ -24,6 +24,7 @@ from .checkpoint import hub
 from .checkpoint.meta import MetaCheckpoint, TensorSpec, read_tokenizer
 from .checkpoint.safetensors_io import INDEX_FILE, SINGLE_FILE, parse_size
 from .checkpoint.torch_pickle import LazyTensor, load_torch_file
+from .convert_aliases import add_seed_flags, apply_seed_flags
 from .dtypes import dtype_name, parse_dtype
 from .errors import CheckpointError, ConfigError, ConversionError, MlxLlamaError
 from .jsonio import read_json_object
@@ -527,8 +528,9 @@ def convert(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `convert` options, shared by `python convert.py` and `mlx-llama convert`."""
-    parser.add_argument("source", help="Transformers or Meta checkpoint directory, or a Hugging Face Hub repo id")
-    parser.add_argument("output", help="output directory (must not exist unless --force)")
+    parser.add_argument("source", nargs="?", help="Transformers or Meta checkpoint directory, or a Hub repo id")
+    parser.add_argument("output", nargs="?", help="output directory (must not exist unless --force)")
+    add_seed_flags(parser)  # --input_dir, --output_dir, --model_size, --safe_serialization
     parser.add_argument("--dtype", default="float16", help="float16 (default), bfloat16 or float32")
     parser.add_argument("-q", "--quantize", action="store_true", help="quantize Linear and embedding weights")
     parser.add_argument("--q-bits", type=int, choices=Q_BITS, default=4, help="bits per weight (default 4)")
@@ -536,13 +538,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dequantize", action="store_true", help="turn a quantized MLX model back into floats")
     parser.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) for a repo id")
-    parser.add_argument("--llama-version", choices=("1", "2"), help="only when params.json cannot tell")
+    parser.add_argument("--llama-version", "--llama_version", choices=("1", "2"),
+                        help="only when params.json cannot tell")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> Path:
     """Run a conversion from parsed arguments; raises MlxLlamaError for bad input."""
+    apply_seed_flags(args)
     return convert(
         args.source,
         args.output,
