@@ -306,6 +306,16 @@ class LlamaTokenizer:
                 f.write("\n")
         return vocab_out, config_out, map_out
 
+    def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str]:
+        """Write the sentencepiece model only, as `[prefix-]tokenizer.model`; returns `(path,)` as Transformers."""
+        if not os.path.isdir(save_directory):
+            raise TokenizerError(f"{save_directory}: save_vocabulary needs an existing directory")
+        name = f"{filename_prefix}-{VOCAB_FILE}" if filename_prefix else VOCAB_FILE
+        out = os.path.join(os.fspath(save_directory), name)
+        with open(out, "wb") as f:
+            f.write(self._model_bytes)
+        return (out,)
+
     # ------------------------------------------------------------------ vocabulary and special tokens
     def _special_tokens_extended(self) -> list[AddedToken]:
         out = [t for t in self._special.values() if t is not None]

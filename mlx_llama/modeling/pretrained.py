@@ -186,6 +186,20 @@ class PreTrainedModel(nn.Module):
                                       f"expected {tuple(expected[key].shape)} from config.json")
         self.load_weights(list(weights.items()), strict=False)
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.base_model.embed_tokens
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        """`lm_head`, or None when there is none (a tied model's output is the input embedding)."""
+        return self["lm_head"] if "lm_head" in self else None
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Module:
+        """Transformers' resize (new rows at the old rows' mean); see `modeling/resize.py`."""
+        from .resize import resize_token_embeddings
+
+        return resize_token_embeddings(self, new_num_tokens, pad_to_multiple_of, mean_resizing)
+
     # ---- saving --------------------------------------------------------------------------------------------
 
     def save_pretrained(self, path: str | Path, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> None:
