@@ -23,10 +23,33 @@ from .modeling import (  # noqa: E402
 )
 from .open_llama_config import OpenLlamaConfig  # noqa: E402
 from .tokenizer import LlamaTokenizer  # noqa: E402
+from .auto import (  # noqa: E402
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
+from .generation.streamers import TextIteratorStreamer, TextStreamer  # noqa: E402
+from .mask_visualizer import AttentionMaskVisualizer  # noqa: E402
+from .pipelines import pipeline  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionMaskVisualizer",
+    "AutoConfig",
+    "AutoModel",
+    "AutoModelForCausalLM",
+    "AutoModelForQuestionAnswering",
+    "AutoModelForSequenceClassification",
+    "AutoModelForTokenClassification",
+    "AutoTokenizer",
+    "TextIteratorStreamer",
+    "TextStreamer",
+    "pipeline",
     "CheckpointError",
     "DEMO_MODEL",
     "ConfigError",
