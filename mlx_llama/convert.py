@@ -33,6 +33,7 @@ from .checkpoint.shards import Entry, ShardWriter
 from .checkpoint.sources import Source, open_source
 from .checkpoint.spec import TensorSpec
 from .config import QUANT_BITS, QUANT_GROUP_SIZES
+from .convert_aliases import add_seed_flags, apply_seed_flags
 from .convert_tokenizer import check_tokenizer
 from .dtypes import dtype_name, parse_dtype
 from .errors import ConfigError, ConversionError, MlxLlamaError, shorten
@@ -457,8 +458,9 @@ def convert(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `convert` options, shared by `python convert.py` and `mlx-llama convert`."""
-    parser.add_argument("source", help="Transformers or Meta checkpoint directory, or a Hugging Face Hub repo id")
-    parser.add_argument("output", help="output directory (must not exist unless --force)")
+    parser.add_argument("source", nargs="?", help="Transformers or Meta checkpoint directory, or a Hub repo id")
+    parser.add_argument("output", nargs="?", help="output directory (must not exist unless --force)")
+    add_seed_flags(parser)  # --input_dir, --output_dir, --model_size, --safe_serialization
     parser.add_argument("--dtype", default="float16", help="float16 (default), bfloat16 or float32")
     parser.add_argument("-q", "--quantize", action="store_true", help="quantize Linear and embedding weights")
     parser.add_argument("--q-bits", type=int, choices=Q_BITS, default=4, help="bits per weight (default 4)")
@@ -467,7 +469,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) for a repo id")
     parser.add_argument(
-        "--llama-version", choices=VERSIONS, help="Meta checkpoints: only when the files cannot tell (3.2 always)"
+        "--llama-version", "--llama_version", choices=VERSIONS,
+        help="Meta checkpoints: only when the files cannot tell (3.2 always)",
     )
     parser.add_argument("--instruct", action="store_true", help="Meta Llama 3.x Instruct: chat template, stop ids")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -477,6 +480,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Path:
     """Run a conversion from parsed arguments; raises MlxLlamaError for bad input."""
+    apply_seed_flags(args)
     return convert(
         args.source,
         args.output,

@@ -27,6 +27,7 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "LlamaModel": ("mlx_llama.modeling.llama", "LlamaModel"),
     "OpenLlamaForCausalLM": ("mlx_llama.modeling.open_llama", "OpenLlamaForCausalLM"),
     "OpenLlamaForSequenceClassification": ("mlx_llama.modeling.open_llama", "OpenLlamaForSequenceClassification"),
+    "OpenLlamaModel": ("mlx_llama.modeling.open_llama", "OpenLlamaModel"),
 }
 
 # model_type -> the architecture used when `architectures` is missing or names nothing known.

@@ -90,6 +90,9 @@ def _non_default_items(config: Any) -> dict[str, Any]:
 
 def resolve_options(model: Any, generation_config: Any, kwargs: dict[str, Any]) -> GenerationOptions:
     """Merge defaults, the model's generation config, a passed one and the keyword arguments."""
+    if generation_config is not None and (hasattr(generation_config, "shape") or isinstance(generation_config, list)):
+        raise ConfigError("generate()'s second positional argument is generation_config: pass the attention mask "
+                          "as attention_mask=...")
     unknown = sorted(set(kwargs) - _FIELDS)
     if unknown:
         raise ConfigError(f"generate() got unsupported argument(s) {', '.join(unknown)}; supported: "

@@ -20,6 +20,7 @@ from ..config import LlamaConfig
 from ..errors import InputError
 from ..rope import RotaryEmbedding
 from ..token_ids import check_ids
+from .call_options import check_past_key_values, finish, positions_from_cache_position
 from .pretrained import PreTrainedModel
 
 
@@ -216,8 +217,10 @@ class LlamaModel(PreTrainedModel):
 
     def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
                  past_key_values: list[KVCache] | None = None, inputs_embeds: Any = None, use_cache: bool | None = None,
-                 output_attentions: bool = False, output_hidden_states: bool = False) -> BaseModelOutputWithPast:
+                 output_attentions: bool = False, output_hidden_states: bool = False, cache_position: Any = None,
+                 return_dict: bool | None = None) -> BaseModelOutputWithPast:
         """Run the decoder. A 2D `attention_mask` is a padding mask [B, past+T] (1 keep); a 4D one is additive."""
+        check_past_key_values(past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -234,6 +237,7 @@ class LlamaModel(PreTrainedModel):
         if past_key_values is None and use_cache:
             past_key_values = self.make_cache()
         past = past_key_values[0].offset if past_key_values else 0
+        positions_from_cache_position(cache_position, position_ids, past, T)
         positions = self.positions(position_ids, past, T)
         mask = self.build_mask(attention_mask, B, T, past, h.dtype)
 
@@ -248,12 +252,12 @@ class LlamaModel(PreTrainedModel):
         h = self.norm(h)
         if output_hidden_states:  # Transformers reports the final norm's output in place of the last layer's
             hidden_states[-1] = h
-        return BaseModelOutputWithPast(
+        return finish(BaseModelOutputWithPast(
             last_hidden_state=h,
             past_key_values=past_key_values if use_cache else None,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
-        )
+        ), return_dict)
 
     def after_embedding(self, h: mx.array, from_ids: bool) -> mx.array:
         """Hook for variants that transform the embeddings (Open-Llama's stable embedding)."""
