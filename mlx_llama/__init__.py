@@ -24,8 +24,6 @@ from .modeling import (  # noqa: E402
 from .open_llama_config import OpenLlamaConfig  # noqa: E402
 from .tokenizer import LlamaTokenizer  # noqa: E402
 
-__version__ = "0.1.0"
-
 __all__ = [
     "CheckpointError",
     "DEMO_MODEL",
@@ -53,3 +51,12 @@ __all__ = [
     "make_cache",
     "stream_generate",
 ]
+
+
+def __getattr__(name: str):
+    """`__version__` is read on first use (importlib.metadata costs import time)."""
+    if name == "__version__":
+        from ._version import version
+
+        return version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
