@@ -6,7 +6,7 @@ _backend.setup()  # before any matmul: on Linux, point mlx[cpu] at an optimized 
 
 from .cache import KVCache, make_cache  # noqa: E402
 from .config import LlamaConfig  # noqa: E402
-from .convert import convert  # noqa: E402  (the function; the module stays importable as mlx_llama.convert)
+from .convert import convert as convert_checkpoint  # noqa: E402  (mlx_llama.convert stays the module)
 from .detokenizer import StreamingDetokenizer  # noqa: E402
 from .errors import CheckpointError, ConfigError, ConversionError, MlxLlamaError, TokenizerError  # noqa: E402
 from .generation import GenerationResponse, generate, stream_generate  # noqa: E402
@@ -45,7 +45,7 @@ __all__ = [
     "OpenLlamaModel",
     "StreamingDetokenizer",
     "TokenizerError",
-    "convert",
+    "convert_checkpoint",
     "generate",
     "load",
     "make_cache",

@@ -307,7 +307,7 @@ def _to_mx(raw: np.ndarray, dtype: str) -> mx.array:
 _F16_OVERFLOW = 65520.0  # the smallest magnitude that rounds to infinity in float16
 
 
-def _cast(raw: np.ndarray, src: str, target: str, name: str) -> np.ndarray | mx.array:
+def _cast_chunk(raw: np.ndarray, src: str, target: str, name: str) -> np.ndarray | mx.array:
     """Cast a raw chunk with round-to-nearest-even, as torch does; float16 overflow is an error.
 
     numpy does the float16/float32 casts (several times faster than MLX's CPU kernels on half types);
@@ -349,10 +349,10 @@ def _run_job(job: _Job, source, src_dtypes: dict[str, str], writer: ShardWriter)
             w = mx.dequantize(_to_mx(chunk, src_dtype), scales, biases, job.group_size, job.bits)
             outputs = [w.astype(_DTYPES[job.dtype][2])]
         elif job.kind == "quantize":
-            w = _cast(chunk, src_dtype, job.dtype, job.source)
+            w = _cast_chunk(chunk, src_dtype, job.dtype, job.source)
             outputs = list(mx.quantize(mx.array(w) if isinstance(w, np.ndarray) else w, job.group_size, job.bits))
         elif job.kind == "cast":
-            outputs = [_cast(chunk, src_dtype, job.dtype, job.source)]
+            outputs = [_cast_chunk(chunk, src_dtype, job.dtype, job.source)]
         else:
             outputs = [chunk]
         mx.eval([o for o in outputs if isinstance(o, mx.array)])

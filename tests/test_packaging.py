@@ -29,3 +29,13 @@ def test_license_file_matches_pyproject():
 def test_missing_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no_such_name"):
         mlx_llama.no_such_name  # noqa: B018
+
+
+def test_convert_is_the_module_and_convert_checkpoint_the_function():
+    import types
+
+    import mlx_llama.convert
+
+    assert isinstance(mlx_llama.convert, types.ModuleType)
+    assert mlx_llama.convert_checkpoint is mlx_llama.convert.convert
+    assert "convert_checkpoint" in mlx_llama.__all__ and "convert" not in mlx_llama.__all__

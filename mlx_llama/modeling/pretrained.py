@@ -114,7 +114,7 @@ class PreTrainedModel(nn.Module):
             quantize_model(model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in weights,
                            cpu=is_cpu_backend())
         target = model._compute_dtype(weights, parse_dtype(dtype))
-        weights = {k: _cast(k, v, target) for k, v in weights.items()}
+        weights = {k: _to_compute_dtype(k, v, target) for k, v in weights.items()}
         model.load_checked(weights, str(path))
         if target is not None:
             model.config.torch_dtype = dtype_name(target)
@@ -198,7 +198,7 @@ class PreTrainedModel(nn.Module):
         return model_generate(self, *args, **kwargs)
 
 
-def _cast(key: str, value: mx.array, target: mx.Dtype | None) -> mx.array:
+def _to_compute_dtype(key: str, value: mx.array, target: mx.Dtype | None) -> mx.array:
     """Cast floating tensors to the compute dtype; packed quantized weights (integers) stay as they are."""
     if target is None or not mx.issubdtype(value.dtype, mx.floating) or value.dtype == target:
         return value
