@@ -64,7 +64,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     conv = sub.add_parser("convert", help="convert a checkpoint (Meta, Transformers) to an MLX directory")
     if argv and argv[0] == "convert":
-        from .convert import add_arguments  # (mlx_llama.convert is the function; import from the module)
+        from .convert import add_arguments
 
         add_arguments(conv)
     return parser

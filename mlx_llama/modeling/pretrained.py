@@ -126,7 +126,7 @@ class PreTrainedModel(nn.Module):
         if requested == "auto":
             requested = auto_dtype(config, weights)
         target = model._compute_dtype(weights, requested)
-        weights = {k: _cast(k, v, target) for k, v in weights.items()}
+        weights = {k: _to_compute_dtype(k, v, target) for k, v in weights.items()}
         model.load_checked(weights, str(path))
         if target is not None:
             model.config.torch_dtype = dtype_name(target)
@@ -231,7 +231,7 @@ class PreTrainedModel(nn.Module):
         return model_generate(self, *args, **kwargs)  # resolve_options merges self.generation_config
 
 
-def _cast(key: str, value: mx.array, target: mx.Dtype | None) -> mx.array:
+def _to_compute_dtype(key: str, value: mx.array, target: mx.Dtype | None) -> mx.array:
     """Cast floating tensors to the compute dtype; packed quantized weights (integers) stay as they are."""
     if target is None or not mx.issubdtype(value.dtype, mx.floating) or value.dtype == target:
         return value
