@@ -10,8 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-import mlx_llama
-import mlx.core as mx  # noqa: I001  (mlx_llama first: its BLAS set-up precedes MLX's loading)
+import mlx_llama  # before mlx.core (imported in the functions): its BLAS set-up precedes MLX's loading
 
 PROMPT = "the cat sat on the mat and the dog ran to the park"
 BATCH = [[0, 0, 5, 9, 14, 3], [7, 21, 4, 9, 30, 11]]  # row 0 left padded (pad id 0)
@@ -20,6 +19,8 @@ FORWARD = [[1, 17, 5, 9, 40, 3, 8, 12]]
 
 def run_checks(model, tokenizer) -> dict:
     """Greedy streaming with chunked prefill, a cache continued over two calls, a padded batch, raw logits."""
+    import mlx.core as mx
+
     from mlx_llama.generation.api import stream_generate
 
     def stream(prompt, n, cache=None, **kw):
@@ -40,6 +41,8 @@ def run_checks(model, tokenizer) -> dict:
 
 
 def main(spec_path: str, out_dir: str) -> None:
+    import mlx.core as mx
+
     from mlx_llama.parallel import parameter_bytes
 
     spec = json.loads(Path(spec_path).read_text())

@@ -7,8 +7,6 @@ products in another order). Rank start-up dominates, so one launch runs every ch
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlx.core as mx
@@ -18,12 +16,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import mlx_llama  # noqa: E402
 from generation_helpers import write_checkpoint  # noqa: E402
+from parallel_helpers import describe, run_ranks  # noqa: E402
+from parallel_worker import run_checks  # noqa: E402
+
+import mlx_llama  # noqa: E402
 from mlx_llama.errors import ConfigError  # noqa: E402
 from mlx_llama.parallel import ParallelPlan, parameter_bytes, pipeline_plan, tensor_config  # noqa: E402
-from parallel_helpers import describe, free_ports, run_ranks  # noqa: E402
-from parallel_worker import run_checks  # noqa: E402
 
 WORKER = Path(__file__).with_name("parallel_worker.py")
 MODES = ("tensor", "pipeline")
