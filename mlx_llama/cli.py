@@ -8,6 +8,7 @@ Sampling defaults follow mlx-lm's CLI: --temp 0 is greedy; top-k, top-p and min-
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,6 +43,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--prefill-step-size", type=int, default=512, help="prompt tokens per prefill chunk")
     p.add_argument("--quiet", action="store_true", help="no notices, progress or statistics on stderr")
+    p.add_argument("--parallel", choices=("tensor", "pipeline"),
+                   help="split the model over the ranks started by mlx.launch; rank 0 reads input and prints")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -72,6 +75,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise MlxLlamaError(f"--prefill-step-size must be at least 1, got {args.prefill_step_size}")
     if args.temp < 0:
         raise MlxLlamaError(f"--temp must be >= 0, got {args.temp}")
+    if args.parallel:
+        from .parallel import is_main_rank
+
+        if not is_main_rank():  # the other ranks compute the same tokens silently
+            sys.stdout, args.quiet = open(os.devnull, "w"), True
 
 
 def _load(args: argparse.Namespace):
@@ -82,8 +90,8 @@ def _load(args: argparse.Namespace):
             raise MlxLlamaError(f"no --model given and the bundled demo model is missing from {DEMO_MODEL}")
         if not args.quiet:
             print(DEMO_NOTICE, file=sys.stderr)
-        return load(DEMO_MODEL, dtype=args.dtype)
-    return load(args.model, dtype=args.dtype)
+        return load(DEMO_MODEL, dtype=args.dtype, parallel=args.parallel)
+    return load(args.model, dtype=args.dtype, parallel=args.parallel)
 
 
 def _has_chat_format(tokenizer) -> bool:
@@ -145,7 +153,11 @@ def _print_stats(last, args: argparse.Namespace) -> None:
 
 def run_generate(args: argparse.Namespace) -> None:
     _check_args(args)
-    text = sys.stdin.read() if args.prompt == "-" else args.prompt
+    text = sys.stdin.read() if args.prompt == "-" and not args.parallel else args.prompt
+    if args.parallel and args.prompt == "-":
+        from .parallel import broadcast_text, is_main_rank
+
+        text = broadcast_text(sys.stdin.read() if is_main_rank() else None)
     if not text.strip():
         raise MlxLlamaError("the prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
     model, tokenizer = _load(args)
@@ -234,7 +246,12 @@ def run_chat(args: argparse.Namespace) -> None:
     if not args.quiet:
         kind = "its chat template" if not session.stops else "the plain 'User:/Assistant:' format (no chat template)"
         print(f"Chat using {kind}. /reset starts over; /quit or end of input leaves.", file=sys.stderr)
-    for line in _read_lines():
+    lines = _read_lines()
+    if args.parallel:
+        from .parallel import rank0_lines
+
+        lines = rank0_lines(lines)
+    for line in lines:
         message = line.strip()
         if not message:
             continue

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import copy
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_flatten
 
 from .cache import KVCache
@@ -352,3 +354,38 @@ def load_parallel(cls: type, path: str | Path, mode: str, dtype: str | mx.Dtype 
     model.eval()
     share_seed(group)
     return model
+
+
+# ---- rank 0 talks to the user ----------------------------------------------------------------------------
+
+def broadcast_text(text: str | None, group: mx.distributed.Group | None = None) -> str | None:
+    """Rank 0's text (None: end of input) on every rank; what the other ranks pass is ignored."""
+    group = mx.distributed.init() if group is None else group
+    main = group.rank() == 0
+    data = (text or "").encode() if main else b""
+    size = len(data) + 1 if main and text is not None else 0  # 0 encodes None
+    size = int(mx.distributed.all_sum(mx.array(size, dtype=mx.int32), group=group).item())
+    if size == 0:
+        return None
+    buffer = np.zeros(size - 1, dtype=np.uint8)
+    if main:
+        buffer[:] = np.frombuffer(data, dtype=np.uint8)
+    if size == 1:
+        return ""
+    out = mx.distributed.all_sum(mx.array(buffer), group=group)
+    return bytes(np.array(out, dtype=np.uint8)).decode()
+
+
+def rank0_lines(lines: Iterator[str], group: mx.distributed.Group | None = None) -> Iterator[str]:
+    """The lines rank 0 reads (only rank 0 advances `lines`), on every rank, until rank 0's input ends."""
+    group = mx.distributed.init() if group is None else group
+    while True:
+        line = broadcast_text(next(lines, None) if group.rank() == 0 else None, group)
+        if line is None:
+            return
+        yield line
+
+
+def is_main_rank() -> bool:
+    """Whether this process is rank 0 of the default group (the one that prints)."""
+    return mx.distributed.init().rank() == 0

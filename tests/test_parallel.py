@@ -7,6 +7,8 @@ products in another order). Rank start-up dominates, so one launch runs every ch
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlx.core as mx
@@ -17,7 +19,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from generation_helpers import write_checkpoint  # noqa: E402
-from parallel_helpers import describe, run_ranks  # noqa: E402
+from parallel_helpers import describe, free_ports, run_ranks  # noqa: E402
 from parallel_worker import run_checks  # noqa: E402
 
 import mlx_llama  # noqa: E402
@@ -109,3 +111,38 @@ def test_tensor_split_needs_divisible_heads():
     quantized = mlx_llama.LlamaConfig(**{**config.to_dict(), "quantization": {"group_size": 64, "bits": 4}})
     with pytest.raises(ConfigError, match="o_proj: 32 input features per rank"):
         tensor_config(quantized, 2)
+
+
+def single_process_cli(argv, capsys, monkeypatch, stdin=""):
+    import io
+
+    from mlx_llama.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    assert main(argv) == 0
+    return capsys.readouterr().out
+
+
+def test_cli_generate_under_mlx_launch_prints_once(checkpoints, capsys, monkeypatch):
+    argv = ["generate", "--model", str(checkpoints["gqa"]), "--prompt", "the cat sat", "--max-tokens", "8", "--quiet"]
+    expected = single_process_cli(argv, capsys, monkeypatch)
+    assert expected.strip()
+    port = free_ports(1)[0]
+    cmd = ["mlx.launch", "-n", "2", "--backend", "ring", "--starting-port", str(port), "--",
+           sys.executable, "-m", "mlx_llama", *argv, "--parallel", "tensor"]
+    # mlx.launch exits 0 even when a rank failed: its "[WARN] Node with rank R exited" line says so.
+    done = subprocess.run(cmd, input="", capture_output=True, text=True, timeout=90)
+    assert "exited with code" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert done.stdout == expected
+
+
+def test_cli_chat_rank0_reads_and_prints(checkpoints, capsys, monkeypatch, tmp_path):
+    argv = ["chat", "--model", str(checkpoints["mha"]), "--max-tokens", "6", "--quiet"]
+    lines = "the cat sat\nand the dog\n/quit\n"
+    expected = single_process_cli(argv, capsys, monkeypatch, lines)
+    assert expected.count("\n") == 2
+    results = run_ranks(["-m", "mlx_llama", *argv, "--parallel", "pipeline"], tmp_path, n=2, timeout=60,
+                        stdin_text=lines)
+    assert all(r.returncode == 0 for r in results), describe(results)
+    assert results[0].stdout == expected
+    assert results[1].stdout == ""
