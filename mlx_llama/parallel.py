@@ -38,13 +38,15 @@ ROW = ("o_proj", "down_proj")  # split along the input features (axis 1), then a
 
 @dataclass
 class ParallelPlan:
-    """What this rank holds: the mode, its rank among `size`, and (pipeline) its layers [first, stop)."""
+    """What this rank holds: the mode, its rank among `size`, (pipeline) its layers [first, stop), and how many
+    checkpoint bytes it read."""
 
     mode: str
     rank: int
     size: int
     first: int = 0
     stop: int = 0
+    bytes_read: int = 0
 
     def owns(self, layer: int) -> bool:
         return self.mode == "tensor" or self.first <= layer < self.stop
@@ -338,6 +340,7 @@ def load_parallel(cls: type, path: str | Path, mode: str, dtype: str | mx.Dtype 
         q = config.quantization
         quantize_model(model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in names, cpu=is_cpu_backend())
     weights = _read_local(model, reader, names, plan, str(path))
+    plan.bytes_read = reader.bytes_read
     target = model._compute_dtype(weights, parse_dtype(dtype))
     model.load_checked({k: _cast(k, v, target) for k, v in weights.items()}, str(path))
     mx.eval(model.parameters())

@@ -55,6 +55,7 @@ def main(spec_path: str, out_dir: str) -> None:
             record["sampled"] = [r.token for r in mlx_llama.stream_generate(model, tokenizer, PROMPT, 8,
                                                                              temperature=1.0, eos_token_id=[])]
             record["param_bytes"] = parameter_bytes(model)
+            record["bytes_read"] = model.parallel.bytes_read
             results[f"{name}/{mode}"] = record
     Path(out_dir, f"rank{group.rank()}.json").write_text(json.dumps(results))
 

@@ -64,7 +64,8 @@ def references(checkpoints):
     refs = {}
     for name, directory in checkpoints.items():
         model, tokenizer = mlx_llama.load(directory)
-        refs[name] = {**run_checks(model, tokenizer), "param_bytes": parameter_bytes(model)}
+        files = sum(f.stat().st_size for f in directory.glob("*.safetensors"))
+        refs[name] = {**run_checks(model, tokenizer), "param_bytes": parameter_bytes(model), "file_bytes": files}
     return refs
 
 
@@ -89,6 +90,7 @@ def test_two_ranks_generate_as_one_process(ranks, references, name, mode):
         np.testing.assert_allclose(got["logits"], ref["logits"], atol=2e-4, rtol=1e-4)
         # Layer weights dominate these models, so each rank holds about half of them.
         assert got["param_bytes"] <= 0.6 * ref["param_bytes"], f"rank {rank}: {got['param_bytes']} bytes"
+        assert 0 < got["bytes_read"] <= 0.6 * ref["file_bytes"], f"rank {rank} read {got['bytes_read']} bytes"
     assert ranks[0][f"{name}/{mode}"]["sampled"] == ranks[1][f"{name}/{mode}"]["sampled"]
 
 
