@@ -246,13 +246,24 @@ def _pipeline_wrap(model: nn.Module, plan: ParallelPlan, group: mx.distributed.G
                                            config.vocab_size, group)
     if "lm_head" in model and not isinstance(model.lm_head, StageHead):
         model.lm_head = StageHead(model.lm_head, config.vocab_size, group)
-    base.embed_tokens.dtype = base.norm.weight.dtype
+    base.embed_tokens.dtype = _hidden_dtype(base.embed_tokens, group)
 
     def make_cache() -> list:
         return [KVCache() if plan.owns(i) else OffsetCache() for i in range(len(base.layers))]
 
     model.make_cache = make_cache
     base.make_cache = make_cache  # LlamaModel makes its own caches when called without them
+
+
+HIDDEN_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
+
+
+def _hidden_dtype(embedding: StageEmbedding, group: mx.distributed.Group) -> mx.Dtype:
+    """The dtype of rank 0's embedded tokens, which every stage receives and passes on."""
+    index = 0
+    if embedding.lookup:
+        index = HIDDEN_DTYPES.index(embedding(mx.zeros((1, 1), mx.int32)).dtype)
+    return HIDDEN_DTYPES[int(mx.distributed.all_sum(mx.array(index, dtype=mx.int32), group=group).item())]
 
 
 def _tensor_head(model: nn.Module, n: int) -> None:
@@ -307,6 +318,8 @@ def _read_local(model: nn.Module, reader: SlicedReader, names: dict[str, str], p
 
 def share_seed(group: mx.distributed.Group) -> None:
     """Seed MLX's global random state identically on every rank, so unseeded sampling agrees too."""
+    if group.size() == 1:
+        return
     seed = secrets.randbits(31) if group.rank() == 0 else 0
     mx.random.seed(int(mx.distributed.all_sum(mx.array(seed, dtype=mx.int32), group=group).item()))
 
