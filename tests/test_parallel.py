@@ -69,14 +69,18 @@ def references(checkpoints):
     return refs
 
 
+def launch(checkpoints, modes, n, work):
+    """Run the worker on n local ranks; its per-rank results."""
+    spec = work / "spec.json"
+    spec.write_text(json.dumps({"checkpoints": {k: str(v) for k, v in checkpoints.items()}, "modes": modes}))
+    results = run_ranks([str(WORKER), str(spec), str(work)], work, n=n, timeout=150)
+    assert all(r.returncode == 0 for r in results), describe(results)
+    return [json.loads((work / f"rank{r}.json").read_text()) for r in range(n)]
+
+
 @pytest.fixture(scope="module")
 def ranks(checkpoints, tmp_path_factory):
-    work = tmp_path_factory.mktemp("ranks")
-    spec = work / "spec.json"
-    spec.write_text(json.dumps({"checkpoints": {k: str(v) for k, v in checkpoints.items()}, "modes": MODES}))
-    results = run_ranks([str(WORKER), str(spec), str(work)], work, n=2, timeout=150)
-    assert all(r.returncode == 0 for r in results), describe(results)
-    return [json.loads((work / f"rank{r}.json").read_text()) for r in range(2)]
+    return launch(checkpoints, MODES, 2, tmp_path_factory.mktemp("ranks"))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -92,6 +96,24 @@ def test_two_ranks_generate_as_one_process(ranks, references, name, mode):
         assert got["param_bytes"] <= 0.6 * ref["param_bytes"], f"rank {rank}: {got['param_bytes']} bytes"
         assert 0 < got["bytes_read"] <= 0.6 * ref["file_bytes"], f"rank {rank} read {got['bytes_read']} bytes"
     assert ranks[0][f"{name}/{mode}"]["sampled"] == ranks[1][f"{name}/{mode}"]["sampled"]
+
+
+def test_three_stage_pipeline_with_a_middle_rank(checkpoints, references, tmp_path):
+    """4 layers over 3 ranks (2, 1, 1): the middle rank receives and sends; tied (Open-Llama) and untied heads."""
+    chosen = {name: checkpoints[name] for name in ("gqa", "open")}
+    for rank, results in enumerate(launch(chosen, ["pipeline"], 3, tmp_path)):
+        for name in chosen:
+            got, ref = results[f"{name}/pipeline"], references[name]
+            assert [got[k] for k in ("greedy", "continued", "batch")] == [ref[k] for k in ("greedy", "continued",
+                                                                                         "batch")], (rank, name)
+            np.testing.assert_allclose(got["logits"], ref["logits"], atol=2e-4, rtol=1e-4)
+
+
+def test_single_process_is_a_group_of_one(checkpoints, references):
+    model, tokenizer = mlx_llama.load(checkpoints["gqa4"], parallel="tensor")
+    assert run_checks(model, tokenizer)["greedy"] == references["gqa4"]["greedy"]
+    with pytest.raises(ConfigError, match="parallel='rows': expected one of tensor, pipeline"):
+        mlx_llama.load(checkpoints["gqa"], parallel="rows")
 
 
 def test_pipeline_stages_are_contiguous_and_balanced():
