@@ -7,7 +7,6 @@ _backend.setup()  # before any matmul: on Linux, point mlx[cpu] at an optimized 
 from .cache import KVCache, make_cache  # noqa: E402
 from .config import LlamaConfig  # noqa: E402
 from .convert import convert  # noqa: E402  (the function; the module stays importable as mlx_llama.convert)
-from .detokenizer import StreamingDetokenizer  # noqa: E402
 from .errors import CheckpointError, ConfigError, ConversionError, MlxLlamaError, TokenizerError  # noqa: E402
 from .generation import GenerationResponse, generate, stream_generate  # noqa: E402
 from .loading import DEMO_MODEL, load  # noqa: E402
@@ -22,11 +21,20 @@ from .modeling import (  # noqa: E402
     OpenLlamaModel,
 )
 from .open_llama_config import OpenLlamaConfig  # noqa: E402
-from .tokenizer import LlamaTokenizer  # noqa: E402
+from .tokenizer import (  # noqa: E402
+    AutoTokenizer,
+    LlamaTokenizer,
+    LlamaTokenizerFast,
+    PreTrainedTokenizerFast,
+    StreamingDetokenizer,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoTokenizer",
+    "LlamaTokenizerFast",
+    "PreTrainedTokenizerFast",
     "CheckpointError",
     "DEMO_MODEL",
     "ConfigError",

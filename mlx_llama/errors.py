@@ -19,3 +19,13 @@ class TokenizerError(MlxLlamaError):
 
 class ConversionError(MlxLlamaError):
     """Conversion cannot proceed (bad source layout, overflow in a cast, existing output)."""
+
+
+class InputError(MlxLlamaError, ValueError):
+    """A bad argument to a model or generation call (token ids out of range, wrong shapes or types)."""
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters, so that a hostile file's value is never echoed at length."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -87,10 +87,10 @@ def load_model(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None 
 
 
 def load_tokenizer(path_or_repo_id: str | os.PathLike):
-    """The sentencepiece tokenizer stored next to the weights."""
-    from .tokenizer import LlamaTokenizer
+    """The tokenizer stored next to the weights: fast (tokenizer.json) when there is one, else SentencePiece."""
+    from .tokenizer import AutoTokenizer
 
-    return LlamaTokenizer.from_pretrained(resolve_model_path(path_or_repo_id))
+    return AutoTokenizer.from_pretrained(resolve_model_path(path_or_repo_id))
 
 
 def load(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None, parallel: str | None = None):

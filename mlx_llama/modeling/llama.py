@@ -167,12 +167,12 @@ def causal_mask(T: int, past: int) -> mx.array:
     return mx.arange(past + T)[None, :] <= (mx.arange(T) + past)[:, None]
 
 
-def padding_causal_mask(mask2d: mx.array, T: int, past: int) -> mx.array:
-    """Boolean [B, 1, T, past+T] mask from a 2D padding mask (1 keep, 0 pad), as Transformers builds it.
+def padding_causal_mask(mask2d: mx.array, T: int, past: int, dtype: mx.Dtype = mx.float32) -> mx.array:
+    """Additive [B, 1, T, past+T] mask (0 keep, finfo.min masked) from a 2D padding mask, as Transformers' eager.
 
-    A query that can see nothing (a left-pad token) is allowed to see itself, so no row is empty: empty
-    rows give NaN in softmax, and NaN keys at pad slots would leak into valid rows through 0 * NaN.
-    Outputs at pad positions are undefined in Transformers too.
+    A query that can see no key (a left-pad token) gets finfo.min on every key; scores + min round to min,
+    so its softmax is uniform over all keys, exactly as in Transformers. A right-pad query sees the valid
+    keys before it and not itself. Every row stays finite, so nothing leaks into valid rows.
     """
     kv_len = past + T
     mask2d = mask2d.astype(mx.bool_)
@@ -182,8 +182,7 @@ def padding_causal_mask(mask2d: mx.array, T: int, past: int) -> mx.array:
     kv_idx = mx.arange(kv_len)[None, :]
     q_pos = (mx.arange(T) + past)[:, None]
     allowed = (kv_idx <= q_pos)[None] & mask2d[:, None, :]
-    allowed = allowed | (kv_idx == q_pos)[None]
-    return allowed[:, None]
+    return mx.where(allowed, mx.array(0, dtype), mx.array(mx.finfo(dtype).min, dtype))[:, None]
 
 
 class LlamaModel(PreTrainedModel):
@@ -284,5 +283,5 @@ class LlamaModel(PreTrainedModel):
             if attention_mask.ndim != 2:
                 raise ValueError(f"attention_mask must be 2D [batch, seq] or 4D, got shape {attention_mask.shape}")
             if attention_mask.shape[1] < past + T or not mx.all(attention_mask[:, : past + T]).item():
-                return padding_causal_mask(attention_mask, T, past)
+                return padding_causal_mask(attention_mask, T, past, dtype)
         return "causal" if T > 1 else None

@@ -19,6 +19,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..cache import KVCache, make_cache
+from ..checkpoint.layers import check_layer_count
 from ..checkpoint.safetensors_io import DEFAULT_MAX_SHARD_SIZE, load_safetensors, save_safetensors
 from ..config import LlamaConfig
 from ..dtypes import dtype_name, parse_dtype
@@ -107,6 +108,7 @@ class PreTrainedModel(nn.Module):
         if config is None:
             config = cls.config_class.from_pretrained(path, **config_overrides)
         weights = load_safetensors(path)
+        check_layer_count(weights, config.num_hidden_layers, str(path))  # before building any layer
         model = cls(config)
         weights = model.sanitize(weights)
         if config.quantization:
@@ -158,6 +160,11 @@ class PreTrainedModel(nn.Module):
 
     def load_checked(self, weights: dict[str, mx.array], source: str) -> None:
         """Load with errors that name the tensor; a missing task head keeps its fresh initialisation."""
+        self.check_weights(weights, source)
+        self.load_weights(list(weights.items()), strict=False)
+
+    def check_weights(self, weights: dict[str, Any], source: str) -> None:
+        """CheckpointError naming the tensor unless `weights` (anything with `.shape`) fit this model."""
         expected = dict(tree_flatten(self.parameters()))
         unexpected = sorted(set(weights) - set(expected))
         if unexpected:
@@ -176,7 +183,6 @@ class PreTrainedModel(nn.Module):
             if value.shape != expected[key].shape:
                 raise CheckpointError(f"{source}: tensor {key} has shape {tuple(value.shape)}, "
                                       f"expected {tuple(expected[key].shape)} from config.json")
-        self.load_weights(list(weights.items()), strict=False)
 
     # ---- saving --------------------------------------------------------------------------------------------
 
