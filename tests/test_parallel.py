@@ -18,9 +18,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from generation_helpers import write_checkpoint  # noqa: E402
 from parallel_helpers import describe, free_ports, run_ranks  # noqa: E402
 from parallel_worker import run_checks  # noqa: E402
+from support.checkpoints import write_checkpoint  # noqa: E402
 
 import mlx_llama  # noqa: E402
 from mlx_llama.errors import ConfigError  # noqa: E402
