@@ -18,15 +18,15 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from parallel_helpers import describe, free_ports, run_ranks  # noqa: E402
-from parallel_worker import run_checks  # noqa: E402
 from support.checkpoints import write_checkpoint  # noqa: E402
+from support.parallel_worker import run_checks  # noqa: E402
+from support.ranks import describe, free_ports, run_ranks  # noqa: E402
 
 import mlx_llama  # noqa: E402
 from mlx_llama.errors import ConfigError  # noqa: E402
 from mlx_llama.parallel import ParallelPlan, parameter_bytes, pipeline_plan, tensor_config  # noqa: E402
 
-WORKER = Path(__file__).with_name("parallel_worker.py")
+WORKER = Path(__file__).parent / "support" / "parallel_worker.py"
 MODES = ("tensor", "pipeline")
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=4)
 CHECKPOINTS = ("gqa", "mha", "gqa4", "mha4", "open")
@@ -83,6 +83,8 @@ def ranks(checkpoints, tmp_path_factory):
     return launch(checkpoints, MODES, 2, tmp_path_factory.mktemp("ranks"))
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", CHECKPOINTS)
 def test_two_ranks_generate_as_one_process(ranks, references, name, mode):
@@ -98,6 +100,8 @@ def test_two_ranks_generate_as_one_process(ranks, references, name, mode):
     assert ranks[0][f"{name}/{mode}"]["sampled"] == ranks[1][f"{name}/{mode}"]["sampled"]
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_three_stage_pipeline_with_a_middle_rank(checkpoints, references, tmp_path):
     """4 layers over 3 ranks (2, 1, 1): the middle rank receives and sends; tied (Open-Llama) and untied heads."""
     chosen = {name: checkpoints[name] for name in ("gqa", "open")}
@@ -109,6 +113,7 @@ def test_three_stage_pipeline_with_a_middle_rank(checkpoints, references, tmp_pa
             np.testing.assert_allclose(got["logits"], ref["logits"], atol=2e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_single_process_is_a_group_of_one(checkpoints, references):
     model, tokenizer = mlx_llama.load(checkpoints["gqa4"], parallel="tensor")
     assert run_checks(model, tokenizer)["greedy"] == references["gqa4"]["greedy"]
@@ -147,6 +152,8 @@ def single_process_cli(argv, capsys, monkeypatch, stdin=""):
     return capsys.readouterr().out
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_cli_generate_under_mlx_launch_prints_once(checkpoints, capsys, monkeypatch):
     argv = ["generate", "--model", str(checkpoints["gqa"]), "--prompt", "the cat sat", "--max-tokens", "8", "--quiet"]
     expected = single_process_cli(argv, capsys, monkeypatch)
@@ -160,6 +167,8 @@ def test_cli_generate_under_mlx_launch_prints_once(checkpoints, capsys, monkeypa
     assert done.stdout == expected
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_cli_chat_rank0_reads_and_prints(checkpoints, capsys, monkeypatch, tmp_path):
     argv = ["chat", "--model", str(checkpoints["mha"]), "--max-tokens", "6", "--quiet"]
     lines = "the cat sat\nand the dog\n/quit\n"

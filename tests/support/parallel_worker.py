@@ -1,6 +1,6 @@
 """One rank of the parallel tests: load each checkpoint in each mode and record what generation gives.
 
-Run as `python3 tests/parallel_worker.py SPEC.json OUT_DIR` under MLX_HOSTFILE/MLX_RANK (or mlx.launch). The
+Run as `python3 tests/support/parallel_worker.py SPEC.json OUT_DIR` under MLX_HOSTFILE/MLX_RANK (or mlx.launch). The
 same computations run in the test process on one rank give the reference (see `run_checks`).
 """
 
