@@ -15,6 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# Ranks on one machine share its cores: one BLAS thread each, or a waiting rank's spinning threads slow the others.
+SHARED_CORES = {"OPENBLAS_NUM_THREADS": "1"}
+
 
 def free_ports(n: int) -> list[int]:
     """n distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
@@ -43,7 +46,7 @@ def run_ranks(args: list[str], workdir: Path, n: int = 2, timeout: float = 60.0,
     hostfile.write_text(json.dumps([f"127.0.0.1:{p}" for p in free_ports(n)]))
     procs, logs = [], []
     for rank in range(n):
-        env = {**os.environ, "MLX_HOSTFILE": str(hostfile), "MLX_RANK": str(rank)}
+        env = {**os.environ, "MLX_HOSTFILE": str(hostfile), "MLX_RANK": str(rank), **SHARED_CORES}
         out, err = open(workdir / f"rank{rank}.out", "w+"), open(workdir / f"rank{rank}.err", "w+")
         logs.append((out, err))
         proc = subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.PIPE, stdout=out, stderr=err,
