@@ -36,7 +36,8 @@ def run_checks(model, tokenizer) -> dict:
     batch = model.generate(mx.array(BATCH), attention_mask=mx.array([[0, 0, 1, 1, 1, 1], [1] * 6]),
                            max_new_tokens=6, pad_token_id=0, eos_token_id=[])
     logits = model(mx.array(FORWARD)).logits.astype(mx.float32)
-    return {"greedy": greedy, "continued": first + second, "batch": batch.tolist(),
+    text = mlx_llama.generate(model, tokenizer, "a small boat", 6, eos_token_id=[])
+    return {"greedy": greedy, "continued": first + second, "batch": batch.tolist(), "text": text,
             "logits": logits.reshape(-1).tolist()}
 
 
