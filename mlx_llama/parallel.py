@@ -2,7 +2,8 @@
 
 Tensor: every rank builds the model of a "local" config (heads, KV heads and MLP width divided by the
 rank count), so q/k/v/gate/up are column shards and o/down row shards of the full weights; each row shard
-is followed by one all-reduce. Embeddings, norms and the head are replicated.
+is followed by one all-reduce. An untied LM head is split by vocabulary (its logits all-gathered); embeddings
+and norms are replicated.
 Pipeline: rank r keeps a contiguous block of layers; the other layers become `RemoteLayer` stubs that pass
 the hidden state on (receiving it from rank r-1 before the block, sending it to rank r+1 after it) and only
 count positions in their `OffsetCache`. The last rank computes the logits and an all-reduce (zeros from the
