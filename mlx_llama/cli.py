@@ -10,6 +10,7 @@ Transformers does; its eos ids (e.g. <|eot_id|>) always end the answer.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -47,6 +48,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-long-prompt", action="store_true",
                    help="run prompts longer than the model's max_position_embeddings (slow, degraded output)")
     p.add_argument("--quiet", action="store_true", help="no notices, progress or statistics on stderr")
+    p.add_argument("--parallel", choices=("tensor", "pipeline"),
+                   help="split the model over the ranks started by mlx.launch; rank 0 reads input and prints")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -79,6 +82,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise MlxLlamaError(f"--temp must be >= 0, got {args.temp}")
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise MlxLlamaError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
+    if args.parallel:
+        from .parallel import is_main_rank
+
+        if not is_main_rank():  # the other ranks compute the same tokens silently
+            sys.stdout, args.quiet = open(os.devnull, "w"), True
 
 
 def _decode_stdin(data: bytes | str, where: str) -> str:
@@ -121,8 +129,8 @@ def _load(args: argparse.Namespace):
             raise MlxLlamaError(f"no --model given and the bundled demo model is missing from {DEMO_MODEL}")
         if not args.quiet:
             print(DEMO_NOTICE, file=sys.stderr)
-        return load(DEMO_MODEL, dtype=args.dtype)
-    return load(args.model, dtype=args.dtype)
+        return load(DEMO_MODEL, dtype=args.dtype, parallel=args.parallel)
+    return load(args.model, dtype=args.dtype, parallel=args.parallel)
 
 
 def _has_chat_format(tokenizer) -> bool:
@@ -196,7 +204,12 @@ def _print_stats(last, args: argparse.Namespace) -> None:
 
 def run_generate(args: argparse.Namespace) -> None:
     _check_args(args)
-    text = _decode_stdin(_stdin().read(), "stdin") if args.prompt == "-" else args.prompt
+    if args.parallel and args.prompt == "-":
+        from .parallel import broadcast_text, is_main_rank
+
+        text = broadcast_text(_decode_stdin(_stdin().read(), "stdin") if is_main_rank() else None)
+    else:
+        text = _decode_stdin(_stdin().read(), "stdin") if args.prompt == "-" else args.prompt
     if not text.strip():
         raise MlxLlamaError("the prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
     model, tokenizer = _load(args)
@@ -289,7 +302,12 @@ def run_chat(args: argparse.Namespace) -> None:
     if not args.quiet:
         kind = "its chat template" if not session.stops else "the plain 'User:/Assistant:' format (no chat template)"
         print(f"Chat using {kind}. /reset starts over; /quit or end of input leaves.", file=sys.stderr)
-    for line in _read_lines():
+    lines = _read_lines()
+    if args.parallel:
+        from .parallel import rank0_lines
+
+        lines = rank0_lines(lines)
+    for line in lines:
         message = line.strip()
         if not message:
             continue

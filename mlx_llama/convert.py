@@ -164,7 +164,9 @@ def _check_finite(wide: np.ndarray, name: str) -> None:
         )
 
 
-def _cast_chunk(raw: np.ndarray, src: str, target: str, name: str, allow_nonfinite: bool = False) -> np.ndarray | mx.array:
+def _cast_chunk(
+    raw: np.ndarray, src: str, target: str, name: str, allow_nonfinite: bool = False
+) -> np.ndarray | mx.array:
     """Cast a raw chunk with round-to-nearest-even, as torch does; NaN/Inf and float16 overflow are errors.
 
     numpy does the float16/float32 casts (several times faster than MLX's CPU kernels on half types).
