@@ -293,6 +293,28 @@ def make_cache(num_layers: int, max_kv_size: int | None = None, kv_bits: int | N
     return [KVCache() for _ in range(num_layers)]
 
 
+def transformers_cache_options(cache_implementation: str | None, cache_config: dict | None) -> dict:
+    """`make_cache` options from Transformers' `cache_implementation` / `cache_config` spelling.
+
+    "dynamic" (or None) is the float cache; "quantized" takes `nbits` (default 4), `q_group_size` (64) and
+    `residual_length` (positions kept in float first, default 0); "sliding_window"/"rotating" take
+    `max_kv_size` (or `sliding_window`) and `keep` (default 4).
+    """
+    cfg = dict(cache_config or {})
+    if cache_implementation in (None, "dynamic"):
+        return {}
+    if cache_implementation == "quantized":
+        return {"kv_bits": int(cfg.get("nbits", 4)), "kv_group_size": int(cfg.get("q_group_size", 64)),
+                "quantized_kv_start": int(cfg.get("residual_length", 0))}
+    if cache_implementation in ("sliding_window", "rotating"):
+        size = cfg.get("max_kv_size", cfg.get("sliding_window"))
+        if size is None:
+            raise ConfigError(f"cache_implementation={cache_implementation!r} needs cache_config={{'max_kv_size': N}}")
+        return {"max_kv_size": int(size), "keep": int(cfg.get("keep", 4))}
+    raise ConfigError(f"cache_implementation {cache_implementation!r} is not supported; "
+                      "use 'dynamic', 'quantized' or 'sliding_window'")
+
+
 def save_cache_file(path: str | Path, cache: list, metadata: dict[str, str]) -> None:
     """Write every layer's state to one safetensors file; `metadata` (strings) is stored alongside."""
     arrays, layers = {}, []

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
+from ..cache import transformers_cache_options
 from ..errors import ConfigError
 from .loop import ProgressCallback, decode
 from .sampling import SamplingParams, TokenChooser
+from .speculative import SpeculativeStats, speculative_steps
 
 DEFAULT_MAX_LENGTH = 20  # Transformers' GenerationConfig.max_length
 
@@ -36,6 +38,7 @@ class GenerationResponse:
     generation_tps: float
     peak_memory: float  # GB, as reported by mx.get_peak_memory()
     finish_reason: str | None = None  # "stop" (eos or a stop string), "length" (max_tokens), or None
+    from_draft: bool = False  # speculative / prompt-lookup decoding: an accepted draft token
 
 
 class _TextStream:
@@ -134,6 +137,11 @@ def stream_generate(
     cache: list | None = None,
     prefill_step_size: int = 512,
     progress: ProgressCallback | None = None,
+    draft_model=None,
+    num_draft_tokens: int = 3,
+    prompt_lookup: int | None = None,
+    speculative_stats: SpeculativeStats | None = None,
+    **cache_options,
 ) -> Iterator[GenerationResponse]:
     """Yield one GenerationResponse per generated token, text already detokenized.
 
@@ -142,13 +150,18 @@ def stream_generate(
     not emitted), at a stop string ("stop", the text is cut before it) or after `max_tokens` ("length").
     Pass `cache` (from `model.make_cache()`) to continue a conversation without re-reading its history:
     the prompt is then only the new tokens.
+    `draft_model` (same vocabulary; `num_draft_tokens` per round) or `prompt_lookup=k` turn on speculative
+    decoding (batch 1; same greedy output, same sampling distribution). `cache_options` choose the KV cache:
+    `max_kv_size` (rotating), `kv_bits`/`kv_group_size`/`quantized_kv_start` (quantized); see cache.make_cache.
     """
     params = SamplingParams.from_temperature(temperature, top_k, top_p, min_p, repetition_penalty)
     ids = _encode_prompt(tokenizer, prompt)
     if not ids:
         raise ConfigError("the prompt is empty: give at least one token (a string prompt gets a BOS token)")
     eos = set(_eos_list(eos_token_id if eos_token_id is not None else tokenizer.eos_token_id))
-    cache = model.make_cache() if cache is None else cache
+    if cache is None:
+        cache = model.make_cache(**cache_options) if any(v is not None for v in cache_options.values()) else (
+            model.make_cache())
     detok = _detokenizer(tokenizer)
     stopper = _StopStrings(stop or [])
 
@@ -159,16 +172,22 @@ def stream_generate(
     def prefill_done() -> None:
         timing["prompt"] = time.perf_counter() - start
 
-    steps = decode(
-        model,
-        cache,
-        mx.array([ids], dtype=mx.int32),
-        TokenChooser(params, seed),
-        max_tokens,
-        prefill_step_size=prefill_step_size,
-        progress=progress,
-        on_prefill_done=prefill_done,
-    )
+    if draft_model is not None or prompt_lookup:
+        steps = speculative_steps(model, cache, ids, TokenChooser(params, seed), max_tokens, draft_model=draft_model,
+                                  num_draft_tokens=num_draft_tokens, prompt_lookup=prompt_lookup, seed=seed,
+                                  prefill_step_size=prefill_step_size, progress=progress,
+                                  on_prefill_done=prefill_done, stats=speculative_stats)
+    else:
+        steps = decode(
+            model,
+            cache,
+            mx.array([ids], dtype=mx.int32),
+            TokenChooser(params, seed),
+            max_tokens,
+            prefill_step_size=prefill_step_size,
+            progress=progress,
+            on_prefill_done=prefill_done,
+        )
     n = 0
     for n, step in enumerate(steps, start=1):
         token = step.tokens[0]
@@ -181,6 +200,7 @@ def stream_generate(
             "generation_tokens": n,
             "generation_tps": (n - 1) / elapsed if n > 1 else 0.0,
             "peak_memory": mx.get_peak_memory() / 1e9,
+            "from_draft": bool(step.from_draft and step.from_draft[0]),
         }
         if token in eos:
             text, _ = stopper.feed(detok.finalize())
@@ -260,6 +280,11 @@ def model_generate(
     pad_token_id: int | None = None,
     seed: int | None = None,
     prefill_step_size: int = 512,
+    assistant_model=None,
+    num_assistant_tokens: int = 5,
+    prompt_lookup_num_tokens: int | None = None,
+    cache_implementation: str | None = None,
+    cache_config: dict | None = None,
 ) -> mx.array:
     """Transformers' `generate` for a causal LM: returns [batch, prompt + new] ids, prompt included.
 
@@ -267,7 +292,8 @@ def model_generate(
     an eos id are padded with `pad_token_id` (default: the config's, else the first eos id) until every
     row is done or `max_length` is reached. Without `max_length`/`max_new_tokens`, 20 new tokens, as the
     default GenerationConfig gives. The repetition penalty counts every id in `input_ids` (pads too, as
-    Transformers does) and every generated id.
+    Transformers does) and every generated id. `assistant_model` / `prompt_lookup_num_tokens` run
+    speculative decoding (batch 1); `cache_implementation` "quantized" / "sliding_window" pick the KV cache.
     """
     ids = _as_ids(input_ids)
     batch, prompt_len = ids.shape
@@ -320,10 +346,21 @@ def model_generate(
     prompt = mx.array(ids.astype(np.int32))
     # An all-ones mask is the plain causal case: the model's default positions are the same.
     model_mask = None if mask.all() else mx.array(mask.astype(np.int32))
+    cache_options = transformers_cache_options(cache_implementation, cache_config)
+    cache = model.make_cache(**cache_options) if cache_options else model.make_cache()
+    if assistant_model is not None or prompt_lookup_num_tokens:
+        if batch != 1 or model_mask is not None:
+            raise ConfigError("assisted (speculative) generation takes one unpadded prompt (batch size 1)")
+        steps = speculative_steps(model, cache, ids[0].tolist(), TokenChooser(params, seed), new_tokens,
+                                  draft_model=assistant_model, num_draft_tokens=num_assistant_tokens,
+                                  prompt_lookup=prompt_lookup_num_tokens, seed=seed, eos_token_ids=eos,
+                                  prefill_step_size=prefill_step_size)
+        new = [step.tokens[0] for step in steps]
+        return mx.array(np.concatenate([ids, np.array([new], dtype=np.int64)], axis=1).astype(np.int32))
     generated = []
     for step in decode(
         model,
-        model.make_cache(),
+        cache,
         prompt,
         TokenChooser(params, seed),
         new_tokens,

@@ -85,6 +85,7 @@ class Step:
 
     tokens: list[int]
     running: list[bool]
+    from_draft: list[bool] | None = None  # speculative decoding: which tokens were accepted drafts
 
 
 def decode(

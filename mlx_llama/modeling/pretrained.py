@@ -85,9 +85,9 @@ class PreTrainedModel(nn.Module):
             raise AttributeError("layers")
         return base["layers"]
 
-    def make_cache(self) -> list[KVCache]:
-        """Fresh preallocating KV caches, one per decoder layer."""
-        return make_cache(len(self.layers))
+    def make_cache(self, **options: Any) -> list[KVCache]:
+        """Fresh KV caches, one per decoder layer; `options` pick a rotating or quantized one (cache.make_cache)."""
+        return make_cache(len(self.layers), **options)
 
     # ---- loading -------------------------------------------------------------------------------------------
 
