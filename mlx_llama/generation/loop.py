@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 from .sampling import TokenChooser, mark_seen, seen_mask
+from .wired import wired_limit
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -88,7 +89,13 @@ class Step:
     from_draft: list[bool] | None = None  # speculative decoding: which tokens were accepted drafts
 
 
-def decode(
+def decode(model, *args, **kwargs) -> Iterator[Step]:
+    """`_decode` (below) with the model's memory wired on a Mac while it runs."""
+    with wired_limit(model):
+        yield from _decode(model, *args, **kwargs)
+
+
+def _decode(
     model,
     cache: Sequence,
     prompt: mx.array,

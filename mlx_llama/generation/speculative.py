@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import ConfigError
 from .loop import ProgressCallback, Step, cache_arrays, prefill
 from .sampling import TokenChooser, mark_seen, seen_mask
+from .wired import wired_limit
 
 
 @dataclass
@@ -144,7 +145,13 @@ def _accept_greedy(choice: np.ndarray, drafts: np.ndarray) -> list[int]:
     return out
 
 
-def speculative_decode(model, cache: Sequence, prompt: Sequence[int], chooser: TokenChooser, max_new_tokens: int,
+def speculative_decode(model, *args, **kwargs) -> Iterator[Step]:
+    """`_speculative_decode` with the model's memory wired on a Mac while it runs."""
+    with wired_limit(model):
+        yield from _speculative_decode(model, *args, **kwargs)
+
+
+def _speculative_decode(model, cache: Sequence, prompt: Sequence[int], chooser: TokenChooser, max_new_tokens: int,
                        proposer, num_draft_tokens: int, *, eos_token_ids: Sequence[int] = (),
                        seed: int | None = None, prefill_step_size: int = 512,
                        progress: ProgressCallback | None = None, on_prefill_done: Callable[[], None] | None = None,
