@@ -23,6 +23,7 @@ from ..checkpoint.safetensors_io import DEFAULT_MAX_SHARD_SIZE, load_safetensors
 from ..config import LlamaConfig
 from ..dtypes import dtype_name, parse_dtype
 from ..errors import CheckpointError
+from .fused import unfuse_weights
 from .quantized import quantize_model
 
 HEAD_NAMES = ("lm_head", "score", "qa_outputs")
@@ -183,7 +184,7 @@ class PreTrainedModel(nn.Module):
     def save_pretrained(self, path: str | Path, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> None:
         """Write config.json and model.safetensors (or shards + index) readable by Transformers and by us."""
         path = Path(path)
-        weights = dict(tree_flatten(self.parameters()))
+        weights = unfuse_weights(dict(tree_flatten(self.parameters())), self.config)
         floats = [v.dtype for k, v in weights.items() if mx.issubdtype(v.dtype, mx.floating) and "scales" not in k]
         self.config.architectures = [type(self).__name__]
         if floats:
