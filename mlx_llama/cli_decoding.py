@@ -21,6 +21,7 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-lookup", type=int, metavar="K", help="prompt-lookup decoding: draft K tokens by copying")
     _add_cache_args(p)
     p.add_argument("--prompt-cache-file", help="continue from a file made by `mlx-llama cache-prompt`")
+    p.add_argument("--fuse", action="store_true", help="fuse q/k/v and gate/up projections at load time")
 
 
 def _add_cache_args(p: argparse.ArgumentParser) -> None:
@@ -70,6 +71,12 @@ def prepare(args: argparse.Namespace, model):
     from .loading import load_model
 
     args.draft = load_model(args.draft_model, dtype=args.dtype) if args.draft_model else None
+    if args.fuse:
+        from .modeling.fused import fuse_projections
+
+        for m in (model, args.draft):
+            if m is not None:
+                fuse_projections(m)
     if not args.prompt_cache_file:
         return None, []
     from .generation.prompt_cache import load_prompt_cache
