@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import cli_decoding
 from .errors import MlxLlamaError
 
 DEMO_NOTICE = (
@@ -61,6 +62,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_model_args(gen)
     gen.add_argument("--prompt", required=True, help="the prompt text, or - to read it from stdin")
     gen.add_argument("--no-chat-template", action="store_true", help="use the prompt as raw text")
+    cli_decoding.add_decoding_args(gen)
+    cli_decoding.add_parsers(sub, _add_model_args)
 
     chat = sub.add_parser("chat", help="multi-turn chat on stdin/stdout (the KV cache is kept between turns)")
     _add_model_args(chat)
@@ -173,7 +176,7 @@ def _stream(model, tokenizer, prompt, args: argparse.Namespace, cache=None, stop
     from .generation.api import _encode_prompt, _vocab_size, check_prompt_length, stream_generate
 
     _generation_defaults(args, model)
-    kwargs = _sampling(args)
+    kwargs = {**_sampling(args), **cli_decoding.decoding_kwargs(args)}
     if stop is not None:
         kwargs["stop"] = stop
     prompt = _encode_prompt(tokenizer, prompt, _vocab_size(model))
@@ -182,16 +185,19 @@ def _stream(model, tokenizer, prompt, args: argparse.Namespace, cache=None, stop
         raise MlxLlamaError(f"{too_long}; pass --allow-long-prompt to run it anyway")
     if too_long and not args.quiet:
         print(f"warning: {too_long}", file=sys.stderr)
-    parts, ids, last = [], [], None
+    parts, ids, last, drafted = [], [], None, []
     with warnings.catch_warnings():
         if too_long:  # allowed with --allow-long-prompt: no second notice from the API
             warnings.simplefilter("ignore")
         for last in stream_generate(model, tokenizer, prompt, args.max_tokens, cache=cache, **kwargs):
             ids.append(last.token)
+            drafted.append(last.from_draft)
             if last.text:
                 print(last.text, end="", flush=True)
                 parts.append(last.text)
     print(flush=True)
+    if kwargs.keys() & {"draft_model", "prompt_lookup"} and not args.quiet:
+        print(cli_decoding.draft_summary(drafted), file=sys.stderr)
     return "".join(parts), ids, last
 
 
@@ -213,7 +219,10 @@ def run_generate(args: argparse.Namespace) -> None:
     if not text.strip():
         raise MlxLlamaError("the prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
     model, tokenizer = _load(args)
-    if _has_chat_format(tokenizer) and not args.no_chat_template:
+    cache, _ = cli_decoding.prepare(args, model)
+    if cache is not None:  # the text continues the cached prompt: no BOS, no chat template
+        prompt = list(tokenizer.encode(text, add_special_tokens=False))
+    elif _has_chat_format(tokenizer) and not args.no_chat_template:
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
             {"role": "user", "content": text}
         ]
@@ -222,7 +231,7 @@ def run_generate(args: argparse.Namespace) -> None:
         if args.system:
             text = f"{args.system}\n\n{text}"
         prompt = text
-    _, _, last = _stream(model, tokenizer, prompt, args)
+    _, _, last = _stream(model, tokenizer, prompt, args, cache=cache)
     _print_stats(last, args)
 
 
@@ -326,7 +335,9 @@ def run_convert(args: argparse.Namespace) -> None:
     run(args)
 
 
-COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert}
+COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert,
+            "cache-prompt": lambda a: cli_decoding.run_cache_prompt(a, _load),
+            "perplexity": lambda a: cli_decoding.run_perplexity(a, _load)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
