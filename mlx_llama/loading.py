@@ -89,11 +89,16 @@ def load_tokenizer(path_or_repo_id: str | os.PathLike):
     return LlamaTokenizer.from_pretrained(resolve_model_path(path_or_repo_id))
 
 
-def load(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None):
+def load(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None,
+         adapter_path: str | os.PathLike | None = None):
     """Load `(model, tokenizer)` from a converted or Transformers directory, or a Hub id.
 
     `dtype=None` lets the model pick its load-time layout (see `from_pretrained`); pass e.g. "float16"
-    to override it.
+    to override it. `adapter_path`: a PEFT LoRA adapter directory applied on top (its task type picks the head).
     """
     path = resolve_model_path(path_or_repo_id)
+    if adapter_path is not None:
+        from .lora.adapter_io import load_with_adapter
+
+        return load_with_adapter(path, adapter_path, dtype), load_tokenizer(path)
     return load_model(path, dtype=dtype), load_tokenizer(path)
