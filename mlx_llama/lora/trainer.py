@@ -38,7 +38,7 @@ class TrainingArgs:
     val_batches: int = -1
     grad_checkpoint: bool = False
     seed: int = 0
-    compile: bool = True
+    compile: bool = False
 
 
 def learning_rate_schedule(args: TrainingArgs) -> Callable[[mx.array], mx.array] | float:
@@ -76,6 +76,9 @@ def enable_grad_checkpoint(model: nn.Module) -> None:
 
 def _checkpointed_call(self: nn.Module, x: mx.array, *args: Any, **kwargs: Any):
     plain = type(self).__mro__[1].__call__
+    cache = args[2] if len(args) > 2 else kwargs.get("cache")
+    if cache is not None or not self.training:  # recomputing would append to the KV cache a second time
+        return plain(self, x, *args, **kwargs)
 
     def inner(params: dict, h: mx.array) -> mx.array:
         self.update(params)
@@ -85,7 +88,9 @@ def _checkpointed_call(self: nn.Module, x: mx.array, *args: Any, **kwargs: Any):
 
 
 def loss_of(model: nn.Module, batch: dict[str, mx.array]) -> mx.array:
-    """The head's own loss (shifted LM loss, classification, token or span loss)."""
+    """The head's own loss (shifted LM loss, classification, token or span loss); no KV cache in training."""
+    if "labels" in batch and "token" not in type(model).__name__.lower():
+        return model(**batch, use_cache=False).loss
     return model(**batch).loss
 
 
