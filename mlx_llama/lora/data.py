@@ -152,18 +152,19 @@ class Encoder:
 
     def _question_answering(self, row: dict[str, Any]) -> Example:
         question, context = str(row["question"]), str(row["context"])
-        if "answers" in row:
+        if row.get("answers"):
             answer, start = row["answers"]["text"][0], row["answers"]["answer_start"][0]
         else:
             answer, start = str(row["answer"]), context.find(str(row["answer"]))
         if start < 0 or context[start:start + len(answer)] != answer:
             raise ValueError(f"answer {answer!r} is not in the context at {start}")
         head = self.tok.encode(question + "\n")
-        offset = len(head)
-        before = len(self.tok.encode(context[:start], add_special_tokens=False)) if start else 0
-        upto = len(self.tok.encode(context[: start + len(answer)], add_special_tokens=False))
-        ids = head + self.tok.encode(context, add_special_tokens=False)
-        return Example(ids, span=(offset + before, offset + max(upto - 1, before)))
+        body = self.tok.encode(context, add_special_tokens=False)
+        ends = [len(self.tok.decode(body[: i + 1])) for i in range(len(body))]  # char end of each token
+        first = next(i for i, e in enumerate(ends) if e > start)
+        last = next(i for i, e in enumerate(ends) if e >= start + len(answer))
+        ids = head + body
+        return Example(ids, span=(len(head) + first, len(head) + last))
 
 
 def batch_arrays(examples: list[Example], task: str, pad_id: int) -> tuple[dict[str, mx.array], int]:
