@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
@@ -58,7 +59,7 @@ def run_tool(tool: str, model: Path, data: Path, adapters: Path, args: argparse.
     """One training run in a fresh process; returns the last report's tokens/s and peak memory (GB)."""
     common = ["--model", str(model), "--data", str(data), "--adapter-path", str(adapters), "--iters", str(args.iters),
               "--batch-size", str(args.batch_size), "--learning-rate", "1e-4",
-              "--steps-per-report", str(args.iters // 2), "--steps-per-eval", str(10 * args.iters),
+              "--steps-per-report", str(max(args.iters // 2, 1)), "--steps-per-eval", str(10 * args.iters),
               "--val-batches", "1"]
     if tool == "ours":
         cmd = [sys.executable, "-m", "mlx_llama", "lora", *common, "--rank", "8", "--alpha", "16",
@@ -74,8 +75,11 @@ def run_tool(tool: str, model: Path, data: Path, adapters: Path, args: argparse.
         cmd = [sys.executable, "-c", code, "--train", *common, "--num-layers", "-1", "--optimizer", "adamw",
                "-c", str(config)]
         pattern = r"Tokens/sec ([\d.]+), .*Peak mem ([\d.]+) GB"
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.timeout,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.timeout,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    except subprocess.TimeoutExpired:
+        return {"tokens_per_s": float("nan"), "peak_gb": float("nan"), "note": f"timed out after {args.timeout} s"}
     found = re.findall(pattern, proc.stdout + proc.stderr)
     if proc.returncode != 0 or not found:
         raise SystemExit(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -103,10 +107,10 @@ def main() -> None:
                 r = run_tool(tool, model, work / "data", work / f"{tool}-{kind}", args)
                 rows.append((kind, tool, r))
                 print(f"{kind} {tool}: {r}", file=sys.stderr, flush=True)
-    print("| run | tool | training tokens/s | peak memory (GB) |\n|---|---|---:|---:|")
+    print("| run | tool | training tokens/s | peak memory (GB) | note |\n|---|---|---:|---:|---|")
     for kind, tool, r in rows:
         name = "mlx-llama lora" if tool == "ours" else "mlx_lm lora"
-        print(f"| {kind} | {name} | {r['tokens_per_s']:.1f} | {r['peak_gb']:.2f} |")
+        print(f"| {kind} | {name} | {r['tokens_per_s']:.1f} | {r['peak_gb']:.2f} | {r.get('note', '')} |")
 
 
 if __name__ == "__main__":

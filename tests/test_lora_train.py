@@ -167,3 +167,23 @@ def test_qlora_trains_on_a_4bit_base_and_leaves_it_quantized(tmp_path):
     reloaded = mlx_llama.LlamaForCausalLM.from_pretrained(tmp_path / "q4")
     reloaded.load_adapter(tmp_path / "adapter")
     np.testing.assert_allclose(np.array(reloaded(ids).logits), np.array(model(ids).logits), atol=1e-5)
+
+
+def test_resume_adapter_file_starts_from_the_saved_weights(tmp_path):
+    from safetensors.numpy import load_file
+
+    from mlx_llama.lora.tuning import prepare
+
+    save_base(tmp_path / "base", vocab_size=VOCAB)
+    write_data(tmp_path / "data", "causal-lm")
+    tok = mlx_llama.LlamaTokenizer.from_pretrained(tmp_path / "base")
+    model = mlx_llama.LlamaForCausalLM.from_pretrained(tmp_path / "base")
+    finetune(model, tok, tmp_path / "data", tmp_path / "adapter", LoraConfig(r=4),
+             TrainingArgs(iters=3, batch_size=4, learning_rate=1e-2, steps_per_eval=100))
+    file = tmp_path / "adapter" / "adapter_model.safetensors"
+    saved = load_file(file)
+    fresh = mlx_llama.LlamaForCausalLM.from_pretrained(tmp_path / "base")
+    prepare(fresh, LoraConfig(r=4), "lora", [], resume=file)
+    for key, value in tree_flatten(fresh.trainable_parameters()):
+        np.testing.assert_array_equal(np.array(value), saved["base_model.model." + key], err_msg=key)
+    assert len(saved) == len(tree_flatten(fresh.trainable_parameters())) == 8  # 2 layers x q,v x A,B

@@ -67,8 +67,9 @@ def _our_name(key: str, model: nn.Module) -> str:
 
 
 def read_adapter_weights(directory: str | Path, model: nn.Module) -> dict[str, mx.array]:
+    """The adapter tensors under our names, from an adapter directory or one safetensors file."""
     directory = Path(directory)
-    file = directory / ADAPTER_WEIGHTS
+    file = directory if directory.is_file() else directory / ADAPTER_WEIGHTS
     if not file.is_file():
         raise CheckpointError(f"{directory}: no {ADAPTER_WEIGHTS} (adapter_model.bin is not read; save with "
                               "safe_serialization=True)")
@@ -106,20 +107,34 @@ def load_adapter(model: nn.Module, directory: str | Path) -> LoraConfig:
     return config
 
 
-def load_with_adapter(path: str | Path, adapter_path: str | Path, dtype: str | mx.Dtype | None = None) -> nn.Module:
-    """The base model in the head class the adapter's task type names (as AutoPeftModelFor...), adapter applied."""
+def head_class(path: str | Path, head: str | None):
+    """The model class for checkpoint `path` with head class name `head` (None: the checkpoint's own class)."""
     from ..config import read_config_json
     from ..loading import ARCHITECTURES, model_class
+
+    raw = read_config_json(Path(path))
+    current = model_class(raw, str(Path(path) / "config.json"))
+    if head and current.__name__.startswith("OpenLlama"):
+        head = "OpenLlama" + head.removeprefix("Llama")
+    if head in ARCHITECTURES and current.__name__ != head:
+        current = model_class({**raw, "architectures": [head]})
+    return current
+
+
+def load_with_adapter(path: str | Path, adapter_path: str | Path, dtype: str | mx.Dtype | None = None) -> nn.Module:
+    """The base model in the head class the adapter's task type names (as AutoPeftModelFor...), adapter applied.
+
+    A classification head saved in the adapter sets `num_labels` (the base config may not know it).
+    """
     from .config import TASK_TYPES
 
     config = LoraConfig.from_directory(adapter_path)
-    raw = read_config_json(Path(path))
-    wanted = TASK_TYPES.get(config.task_type or "")
-    current = model_class(raw, str(Path(path) / "config.json"))
-    if wanted and current.__name__.startswith("OpenLlama"):
-        wanted = "OpenLlama" + wanted.removeprefix("Llama")
-    if wanted in ARCHITECTURES and current.__name__ != wanted:
-        current = model_class({**raw, "architectures": [wanted]})
-    model = current.from_pretrained(path, dtype=dtype)
+    cls = head_class(path, TASK_TYPES.get(config.task_type or ""))
+    overrides = {}
+    if config.task_type in ("SEQ_CLS", "TOKEN_CLS") and (Path(adapter_path) / ADAPTER_WEIGHTS).is_file():
+        score = load_safetensors(Path(adapter_path) / ADAPTER_WEIGHTS).get(PEFT_PREFIX + "score.weight")
+        if score is not None:
+            overrides["num_labels"] = score.shape[0]
+    model = cls.from_pretrained(path, dtype=dtype, **overrides)
     load_adapter(model, adapter_path)
     return model

@@ -116,16 +116,14 @@ def _progress(args: argparse.Namespace):
 
 def run_lora(args: argparse.Namespace) -> None:
     _check(args)
-    from ..config import read_config_json
-    from ..loading import load_tokenizer, model_class
+    from ..loading import load_tokenizer
+    from .adapter_io import head_class
     from .config import LoraConfig
     from .trainer import TrainingArgs
     from .tuning import TASK_INFO, finetune
 
     path = _model_path(args)
-    raw = read_config_json(path)
-    cls = model_class({**raw, "architectures": [TASK_INFO[args.task][1]]})
-    model = cls.from_pretrained(path, **_label_overrides(args))
+    model = head_class(path, TASK_INFO[args.task][1]).from_pretrained(path, **_label_overrides(args))
     tokenizer = load_tokenizer(path)
     targets = [t.strip() for t in args.target_modules.split(",") if t.strip()]
     config = LoraConfig(r=args.rank, lora_alpha=args.alpha, target_modules="all-linear" if targets == ["all-linear"]

@@ -56,9 +56,7 @@ def prepare(model: nn.Module, config: LoraConfig, fine_tune_type: str, train_hea
     config.use_dora = fine_tune_type == "dora"
     apply_lora(model, config)
     if resume is not None:
-        resume = Path(resume)
-        directory = resume.parent if resume.is_file() else resume
-        load_adapter_weights(model, read_adapter_weights(directory, model), str(resume))
+        load_adapter_weights(model, read_adapter_weights(resume, model), str(resume))
     mark_trainable(model, config, train_heads)
 
 
