@@ -73,6 +73,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         from .convert import add_arguments
 
         add_arguments(conv)
+    from .lora.cli import add_parsers as add_lora_parsers
+
+    add_lora_parsers(sub)
     return parser
 
 
@@ -335,7 +338,13 @@ def run_convert(args: argparse.Namespace) -> None:
     run(args)
 
 
-COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert,
+def run_lora(args: argparse.Namespace) -> None:
+    from .lora.cli import run_fuse, run_lora
+
+    (run_lora if args.command == "lora" else run_fuse)(args)
+
+
+COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert, "lora": run_lora, "fuse": run_lora,
             "cache-prompt": lambda a: cli_decoding.run_cache_prompt(a, _load),
             "perplexity": lambda a: cli_decoding.run_perplexity(a, _load)}
 
