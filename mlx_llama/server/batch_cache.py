@@ -18,12 +18,16 @@ STEP = 256
 class BatchLayerCache:
     """One layer's keys/values [B, n_kv, capacity, D]; same contract as cache.KVCache (update_and_fetch, offset)."""
 
-    def __init__(self, keys: mx.array, values: mx.array) -> None:
+    def __init__(self, keys: mx.array | None = None, values: mx.array | None = None) -> None:
         self.keys, self.values = keys, values
-        self.offset = keys.shape[2]
+        self.offset = 0 if keys is None else keys.shape[2]
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         prev, new = self.offset, keys.shape[2]
+        if self.keys is None:
+            b, h, _, dk = keys.shape
+            self.keys = mx.zeros((b, h, 0, dk), keys.dtype)
+            self.values = mx.zeros((b, h, 0, values.shape[3]), values.dtype)
         if prev + new > self.keys.shape[2]:
             b, h, _, dk = self.keys.shape
             grow = ((new + STEP - 1) // STEP) * STEP

@@ -78,7 +78,8 @@ def compile_schema(schema: Any, where: str = "schema") -> dict:
         raise SchemaError(f"{where} must be an object")
     unknown = sorted(set(schema) - SCHEMA_KEYS)
     if unknown:
-        raise SchemaError(f"{where}: keyword {unknown[0]!r} is not supported (supported: {', '.join(sorted(SCHEMA_KEYS))})")
+        supported = ", ".join(sorted(SCHEMA_KEYS))
+        raise SchemaError(f"{where}: keyword {unknown[0]!r} is not supported (supported: {supported})")
     if "const" in schema:
         return _literals([schema["const"]], where)
     if "enum" in schema:
