@@ -22,6 +22,7 @@ from .modeling import (  # noqa: E402
     OpenLlamaModel,
 )
 from .open_llama_config import OpenLlamaConfig  # noqa: E402
+from .server import serve  # noqa: E402
 from .tokenizer import LlamaTokenizer  # noqa: E402
 
 __version__ = "0.1.0"
@@ -51,5 +52,6 @@ __all__ = [
     "generate",
     "load",
     "make_cache",
+    "serve",
     "stream_generate",
 ]

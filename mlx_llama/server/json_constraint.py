@@ -331,3 +331,75 @@ def recognizer_for(response_format: dict) -> JsonRecognizer:
     if response_format["type"] == "json_object":
         return JsonRecognizer(ANY_OBJECT)
     return JsonRecognizer(compile_schema(response_format["json_schema"].get("schema", {})))
+
+
+# ---- the shortest way to finish: used when the token budget runs out -----------------------------------------
+
+
+def _min_value(node: dict) -> str:
+    kind = node["kind"]
+    if kind == "any":
+        return "0"
+    if kind == "object":
+        return "{" + _object_rest(node, frozenset(), first=True) + "}"
+    if kind == "array":
+        return "[]"
+    if kind == "string":
+        return '""'
+    if kind == "number":
+        return "0"
+    if kind == "union":
+        return min((_min_value(o) for o in node["options"]), key=len)
+    return min(node["options"], key=len)
+
+
+def _object_rest(node: dict, used: frozenset, first: bool) -> str:
+    """The required keys still missing, each with its shortest value (without the closing brace)."""
+    props = node["props"] or {}
+    parts = [json.dumps(k, ensure_ascii=False) + ":" + _min_value(props[k]) for k in props
+             if k in node["required"] and k not in used]
+    return ("" if first else ",") * bool(parts) + ",".join(parts)
+
+
+def _frame_close(frame, key_hint) -> tuple[str, str | None]:
+    """(text that closes this frame, the key a key frame settles on) given the child's key hint."""
+    kind = frame[0]
+    if kind == "str":
+        mode = frame[1]
+        return ('"' if mode == 0 else 'n"' if mode == 1 else "0" * (mode - 1) + '"'), None
+    if kind == "lit":
+        shortest = min(frame[1], key=len)
+        return shortest[frame[2]:], shortest
+    if kind == "num":
+        return ("" if frame[2] in _NUM_COMPLETE else "0"), None
+    if kind == "arr":
+        items, phase = frame[1], frame[2]
+        return (_min_value(items) if phase == "need_value" else "") + "]", None
+    if kind == "top":
+        return (_min_value(frame[1]) if frame[2] == "start" else ""), None
+    _, node, phase, used, key = frame
+    props = node["props"]
+    if phase == "key":
+        key = json.loads(key_hint) if key_hint and props is not None else None
+    value_node = ANY if props is None or key is None else props[key]
+    used_after = used | {key} if key is not None else used
+    head = {"key": ":" + _min_value(value_node), "colon": ":" + _min_value(value_node),
+            "value_start": _min_value(value_node)}.get(phase, "")
+    if phase == "need_key":
+        missing = [k for k in (props or {}) if k not in used and k in node["required"]]
+        name = missing[0] if missing else next((k for k in (props or {}) if k not in used), "")
+        head = json.dumps(name) + ":" + _min_value(ANY if props is None else props.get(name, ANY))
+        used_after = used | {name}
+    first = phase == "open"
+    return head + _object_rest(node, used_after, first=first and not head) + "}", None
+
+
+def closing_text(state) -> str:
+    """The shortest text that turns the accepted prefix into a whole document ("" when it is one)."""
+    if state is None:
+        return ""
+    out, hint = [], None
+    for frame in reversed(state[0]):
+        text, hint = _frame_close(frame, hint)
+        out.append(text)
+    return "".join(out)

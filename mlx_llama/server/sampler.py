@@ -14,7 +14,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..generation.sampling import SamplingParams, TokenChooser, mark_seen, seen_mask
-from .json_constraint import JsonRecognizer
+from .json_constraint import JsonRecognizer, closing_text
 
 JSON_CANDIDATES = 256  # how many of the best-scoring tokens a sampled JSON step considers
 
@@ -82,11 +82,15 @@ class RowSampler:
             logits = logits - o.presence_penalty * (self.counts > 0) - o.frequency_penalty * self.counts
         return self.chooser.process(logits, self.seen)
 
-    def pick(self, logits: mx.array) -> Pick:
-        """Choose from one row's logits [1, V]; lazy unless a JSON mask needs the scores on the host."""
+    def pick(self, logits: mx.array, remaining: int | None = None) -> Pick:
+        """Choose from one row's logits [1, V]; lazy unless a JSON mask needs the scores on the host.
+
+        `remaining` is how many tokens the row may still produce, this one included: JSON output closes
+        itself in time.
+        """
         processed = self._process(logits)
         if self.recognizer is not None:
-            processed = self._json_mask(processed, logits)
+            processed = self._json_mask(processed, logits, remaining)
         token = self.chooser.choose(processed)
         pick = Pick(token)
         k = self.options.logprobs
@@ -118,9 +122,24 @@ class RowSampler:
         text = self.texts[token] if token < len(self.texts) else None
         return bool(text) and self.recognizer.feed(self.json_state, text) is not None
 
-    def _json_mask(self, processed: mx.array, raw: mx.array) -> mx.array:
-        """Keep only tokens that extend the output as valid JSON: the best ones first, so few are tried."""
+    def _closing_tokens(self, closing: str) -> list[int]:
+        if not closing:
+            return sorted(self.eos)
+        return [i for i, t in enumerate(self.texts) if t and closing.startswith(t)]
+
+    def _json_mask(self, processed: mx.array, raw: mx.array, remaining: int | None) -> mx.array:
+        """Keep only tokens that extend the output as valid JSON: the best ones first, so few are tried.
+
+        When the budget is down to the shortest closing text, only tokens spelling that text are allowed.
+        """
         scores = np.array(processed[0], dtype=np.float32)
+        if remaining is not None:
+            closing = closing_text(self.json_state)
+            if remaining <= len(closing) or (not closing and remaining <= 1):
+                allowed = self._closing_tokens(closing)
+                masked = np.full(scores.shape, -np.inf, dtype=np.float32)
+                masked[allowed] = np.where(np.isfinite(scores[allowed]), scores[allowed], 0.0)
+                return mx.array(masked)[None]
         order = np.argsort(-scores, kind="stable")
         finite = order[np.isfinite(scores[order])]
         greedy = not self.chooser.params.do_sample

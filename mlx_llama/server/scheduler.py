@@ -219,7 +219,7 @@ class Scheduler:
             row = _Row(job, index, sampler, _detokenizer(self.tokenizer))
             self.batch.add_row(kv)
             self.rows.append(row)
-            started.append((row, sampler.pick(logits)))
+            started.append((row, sampler.pick(logits, self._remaining(row))))
         job.open_rows = job.n
         self._apply(started)
 
@@ -232,7 +232,11 @@ class Scheduler:
         logits = out.logits[:, -1, :]
         for r in rows:
             r.fed.append(r.next_token)
-        self._apply([(r, r.sampler.pick(logits[i : i + 1])) for i, r in enumerate(rows)])
+        self._apply([(r, r.sampler.pick(logits[i : i + 1], self._remaining(r))) for i, r in enumerate(rows)])
+
+    def _remaining(self, row: _Row) -> int:
+        """Tokens the row may still produce, the one being chosen included."""
+        return min(row.job.max_tokens - row.generated, self.context_length - len(row.fed))
 
     def _apply(self, picks: list[tuple[_Row, Pick]]) -> None:
         """Evaluate a step's picks, stream their text, and retire the rows that finished."""

@@ -1,0 +1,187 @@
+"""`mlx-llama serve` on the bundled demo model, through the official openai client, against `generate`.
+
+One real server subprocess on a free 127.0.0.1 port for the whole module; every request has a timeout and
+the server must stop on SIGINT with exit status 0.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import mlx.core as mx
+import pytest
+from server_helpers import ServerProcess
+
+import mlx_llama
+from mlx_llama import DEMO_MODEL
+
+PROMPTS = ["Once upon a time", "The house was", "She said that", "In the morning the", "It was a dark",
+           "He", "My dear sister, I", "The weather"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = ServerProcess("--max-concurrency", "8")
+    yield srv
+    assert srv.stop(signal.SIGINT) == 0, "".join(srv.lines)
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    return mlx_llama.load(DEMO_MODEL)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client()
+
+
+def chat_ids(tokenizer, messages):
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+
+
+def test_completion_at_temperature_0_equals_generate(client, oracle):
+    model, tok = oracle
+    out = client.completions.create(model="demo", prompt="Once upon a time", max_tokens=24, temperature=0)
+    assert out.choices[0].text == mlx_llama.generate(model, tok, "Once upon a time", max_tokens=24)
+    assert out.choices[0].finish_reason == "length"
+    assert out.usage.prompt_tokens == len(tok.encode("Once upon a time"))
+    assert out.usage.completion_tokens == 24 and out.usage.total_tokens == out.usage.prompt_tokens + 24
+    assert out.object == "text_completion" and out.model == "mlx-llama-demo"
+
+
+def test_completion_stream_matches_and_ends_with_done(server, client, oracle):
+    model, tok = oracle
+    chunks = list(client.completions.create(model="demo", prompt="The house was", max_tokens=20, temperature=0,
+                                            stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == mlx_llama.generate(model, tok, "The house was", max_tokens=20)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 20
+    with server.http() as http:  # the raw stream: SSE data lines, the last one [DONE]
+        raw = http.post("/v1/completions", json={"model": "x", "prompt": "a", "max_tokens": 3, "stream": True})
+        lines = [ln for ln in raw.text.split("\n") if ln]
+        assert raw.headers["content-type"].startswith("text/event-stream")
+        assert all(ln.startswith("data: ") for ln in lines) and lines[-1] == "data: [DONE]"
+
+
+def test_chat_uses_the_chat_format_streamed_or_not(client, oracle):
+    model, tok = oracle
+    messages = [{"role": "system", "content": "You tell stories."}, {"role": "user", "content": "Tell me one."}]
+    ids = chat_ids(tok, messages)
+    expected = mlx_llama.generate(model, tok, ids, max_tokens=30, stop=["\nUser:"])
+    out = client.chat.completions.create(model="demo", messages=messages, max_tokens=30, temperature=0)
+    assert out.choices[0].message.content == expected and out.choices[0].message.role == "assistant"
+    assert out.usage.prompt_tokens == len(ids)
+    chunks = list(client.chat.completions.create(model="demo", messages=messages, max_tokens=30, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
+    assert chunks[-1].usage.completion_tokens == out.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens > 0  # the same prompt again: a cache hit
+
+
+def test_stop_strings_cut_the_text(client, oracle):
+    model, tok = oracle
+    full = mlx_llama.generate(model, tok, "Once upon a time", max_tokens=24)
+    word = full.split()[5]
+    out = client.completions.create(model="d", prompt="Once upon a time", max_tokens=24, temperature=0,
+                                    stop=["zzz", word])
+    assert out.choices[0].text == full[: full.index(word)] and out.choices[0].finish_reason == "stop"
+    stream = client.completions.create(model="d", prompt="Once upon a time", max_tokens=24, temperature=0,
+                                       stop=[word], stream=True)
+    assert "".join(c.choices[0].text for c in stream) == full[: full.index(word)]
+
+
+def test_seed_repeats_and_matches_generate(client, oracle):
+    model, tok = oracle
+    kw = dict(model="d", prompt="It was a dark", max_tokens=16, temperature=1.0, top_p=0.9)
+    a = client.completions.create(seed=7, **kw).choices[0].text
+    assert a == client.completions.create(seed=7, **kw).choices[0].text
+    assert a == mlx_llama.generate(model, tok, "It was a dark", max_tokens=16, temperature=1.0, top_p=0.9, seed=7)
+    others = {client.completions.create(seed=s, **kw).choices[0].text for s in (8, 9, 10)}
+    assert others - {a}
+
+
+def test_n_choices_share_the_prompt(client, oracle):
+    model, tok = oracle
+    out = client.completions.create(model="d", prompt="The weather", max_tokens=8, temperature=1.0, n=3, seed=3)
+    assert [c.index for c in out.choices] == [0, 1, 2]
+    expected = [mlx_llama.generate(model, tok, "The weather", max_tokens=8, temperature=1.0, seed=3 + i)
+                for i in range(3)]
+    assert [c.text for c in out.choices] == expected
+    assert out.usage.completion_tokens == 24 and out.usage.prompt_tokens == len(tok.encode("The weather"))
+
+
+def test_logprobs_are_the_models(client, oracle):
+    model, tok = oracle
+    messages = [{"role": "user", "content": "Hello there."}]
+    ids = chat_ids(tok, messages)
+    out = client.chat.completions.create(model="d", messages=messages, max_tokens=1, temperature=0,
+                                         logprobs=True, top_logprobs=3, logit_bias={str(tok.eos_token_id): -100})
+    entry = out.choices[0].logprobs.content[0]
+    logits = model(mx.array([ids])).logits[0, -1].astype(mx.float32)
+    logprobs = logits - mx.logsumexp(logits)
+    best = mx.argsort(-logprobs)[:3].tolist()  # the raw distribution, eos included
+    chosen = max((i for i in range(len(tok)) if i != tok.eos_token_id), key=lambda i: logprobs[i].item())
+    assert entry.logprob == pytest.approx(logprobs[chosen].item(), abs=1e-4)  # logprobs ignore the bias
+    assert [t.logprob for t in entry.top_logprobs] == pytest.approx([logprobs[i].item() for i in best], abs=1e-4)
+    assert entry.token == tok.convert_ids_to_tokens(chosen).replace("\u2581", " ")
+    comp = client.completions.create(model="d", prompt="Once upon a time", max_tokens=4, temperature=0, logprobs=2)
+    lp = comp.choices[0].logprobs
+    assert len(lp.tokens) == 4 and all(v <= 0 for v in lp.token_logprobs) and len(lp.top_logprobs[0]) == 2
+    assert "".join(lp.tokens).strip() == comp.choices[0].text.strip()
+
+
+def test_logit_bias_and_penalties_change_the_choice(client, oracle):
+    model, tok = oracle
+    base = client.completions.create(model="d", prompt="Once upon a time", max_tokens=1, temperature=0)
+    first = mx.argmax(model(mx.array([tok.encode("Once upon a time")])).logits[0, -1]).item()
+    assert tok.decode([first]) == base.choices[0].text
+    banned = client.completions.create(model="d", prompt="Once upon a time", max_tokens=1, temperature=0,
+                                       logit_bias={str(first): -100})
+    assert banned.choices[0].text != base.choices[0].text
+    kw = dict(model="d", prompt="Once upon a time", max_tokens=40, temperature=0)
+    plain = client.completions.create(**kw).choices[0].text
+    assert client.completions.create(frequency_penalty=2.0, **kw).choices[0].text != plain
+    rep = client.completions.create(extra_body={"repetition_penalty": 1.3}, **kw).choices[0].text
+    assert rep == mlx_llama.generate(model, tok, "Once upon a time", max_tokens=40, repetition_penalty=1.3)
+
+
+def test_json_modes_give_valid_json(client):
+    schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}, "count": {"type": "integer"},
+                                               "ok": {"type": "boolean"}},
+              "required": ["answer", "count", "ok"], "additionalProperties": False}
+    messages = [{"role": "user", "content": "Answer in JSON."}]
+    out = client.chat.completions.create(model="d", messages=messages, max_tokens=60, temperature=0,
+                                         response_format={"type": "json_schema",
+                                                          "json_schema": {"name": "a", "schema": schema}})
+    value = json.loads(out.choices[0].message.content)
+    assert set(value) == {"answer", "count", "ok"} and value["answer"] in ("yes", "no")
+    assert isinstance(value["count"], int) and isinstance(value["ok"], bool)
+    for seed in (1, 2):
+        out = client.chat.completions.create(model="d", messages=messages, max_tokens=80, temperature=1.0,
+                                             seed=seed, response_format={"type": "json_object"})
+        assert out.choices[0].finish_reason == "stop"
+        assert isinstance(json.loads(out.choices[0].message.content), dict)
+
+
+def test_eight_concurrent_clients_get_the_greedy_results(client, oracle):
+    model, tok = oracle
+    expected = [mlx_llama.generate(model, tok, p, max_tokens=32) for p in PROMPTS]
+
+    def ask(prompt):
+        return client.completions.create(model="d", prompt=prompt, max_tokens=32, temperature=0).choices[0].text
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(ask, PROMPTS))
+    assert got == expected
+
+
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list().data] == ["mlx-llama-demo"]
+    with server.http() as http:
+        health = http.get("/health").json()
+    assert health["status"] == "ok" and health["active"] == 0
