@@ -185,3 +185,79 @@ def test_models_and_health(server, client):
     with server.http() as http:
         health = http.get("/health").json()
     assert health["status"] == "ok" and health["active"] == 0
+
+
+CHAT = "/v1/chat/completions"
+COMP = "/v1/completions"
+MSG = [{"role": "user", "content": "hi"}]
+BAD_REQUESTS = [
+    (COMP, b'{"model": "x", "prompt": ', None, "invalid_json"),
+    (COMP, b"[1, 2]", None, "invalid_json"),
+    (COMP, {"prompt": "a"}, "model", "missing_required_parameter"),
+    (CHAT, {"model": "x"}, "messages", "missing_required_parameter"),
+    (COMP, {"model": "x"}, "prompt", "missing_required_parameter"),
+    (CHAT, {"model": "x", "messages": []}, "messages", "invalid_value"),
+    (CHAT, {"model": "x", "messages": [{"role": "wizard", "content": "a"}]}, "messages[0].role", "invalid_value"),
+    (CHAT, {"model": "x", "messages": [{"role": "user", "content": 3}]}, "messages[0].content", "invalid_type"),
+    (CHAT, {"model": "x", "messages": MSG, "temperature": "hot"}, "temperature", "invalid_type"),
+    (CHAT, {"model": "x", "messages": MSG, "temperature": 3}, "temperature", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "top_p": 1.5}, "top_p", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "top_k": -1}, "top_k", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "min_p": 2}, "min_p", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "n": 0}, "n", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "max_tokens": 0}, "max_tokens", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "max_tokens": "10"}, "max_tokens", "invalid_type"),
+    (COMP, {"model": "x", "prompt": "a", "max_tokens": True}, "max_tokens", "invalid_type"),
+    (CHAT, {"model": "x", "messages": MSG, "max_completion_tokens": -5}, "max_completion_tokens", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "seed": 1.5}, "seed", "invalid_type"),
+    (COMP, {"model": "x", "prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, "stop", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "stop": 5}, "stop", "invalid_type"),
+    (COMP, {"model": "x", "prompt": "a", "logit_bias": {"abc": 1}}, "logit_bias", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "logit_bias": {"99999": 1}}, "logit_bias", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "logit_bias": {"5": 500}}, "logit_bias", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "presence_penalty": 3}, "presence_penalty", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "frequency_penalty": -3}, "frequency_penalty", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "repetition_penalty": 0}, "repetition_penalty", "invalid_value"),
+    (COMP, {"model": "x", "prompt": "a", "logprobs": 50}, "logprobs", "invalid_value"),
+    (CHAT, {"model": "x", "messages": MSG, "top_logprobs": 2}, "top_logprobs", "invalid_value"),
+    (CHAT, {"model": "x", "messages": MSG, "stream_options": {"include_usage": True}}, "stream_options",
+     "invalid_value"),
+    (CHAT, {"model": "x", "messages": MSG, "tools": []}, "tools", "unsupported_parameter"),
+    (COMP, {"model": "x", "prompt": "a", "echo": True}, "echo", "unsupported_parameter"),
+    (COMP, {"model": "x", "prompt": ["a", "b"]}, "prompt", "invalid_value"),
+    (COMP, {"model": "x", "prompt": [1, 99999]}, "prompt", "invalid_value"),
+    (CHAT, {"model": "x", "messages": MSG, "response_format": {"type": "xml"}}, "response_format.type",
+     "invalid_value"),
+    (CHAT, {"model": "x", "messages": MSG, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "a", "schema": {"type": "string", "pattern": "^a+$"}}}}, "response_format.json_schema",
+     "unsupported_schema"),
+    (COMP, {"model": "x", "prompt": "word " * 300}, "prompt", "context_length_exceeded"),
+]
+
+
+@pytest.mark.parametrize("path,body,param,code", BAD_REQUESTS)
+def test_bad_requests_get_400_with_an_openai_error_body(server, path, body, param, code):
+    with server.http() as http:
+        if isinstance(body, bytes):
+            r = http.post(path, content=body, headers={"content-type": "application/json"})
+        else:
+            r = http.post(path, json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+
+
+def test_the_openai_client_raises_on_a_bad_request(client):
+    import openai
+
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        client.chat.completions.create(model="d", messages=MSG, temperature=7)
+
+
+def test_unknown_paths_are_404_and_wrong_methods_405(server):
+    with server.http() as http:
+        r = http.get("/v1/nothing")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        r = http.get(COMP)
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 
 from ..errors import MlxLlamaError
@@ -82,26 +83,35 @@ def serve(model=None, tokenizer=None, *, host: str = "127.0.0.1", port: int = 80
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2,
                             lifespan="off")
     server = _server_class(uvicorn)(config)
-    bound = sock.getsockname()
-    scheduler.start()
+    http = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="mlx-llama-http", daemon=True)
+
+    def stop(sig, frame) -> None:
+        if server.should_exit and sig == signal.SIGINT:
+            server.force_exit = True  # a second Ctrl-C: do not wait for open requests
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        http.start()
         if not quiet:
-            print(f"mlx-llama serve: {state.model_id} on http://{host}:{bound[1]}/v1 "
+            print(f"mlx-llama serve: {state.model_id} on http://{host}:{sock.getsockname()[1]}/v1 "
                   f"(max concurrency {max_concurrency}); Ctrl-C stops", file=sys.stderr, flush=True)
-        server.run(sockets=[sock])
+        # MLX stays on this (the main) thread: decoding goes on until the HTTP side has shut down.
+        scheduler.run_until(lambda: not http.is_alive())
     finally:
-        scheduler.stop()
+        server.should_exit = True
+        http.join(10)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         sock.close()
 
 
 def _server_class(uvicorn):
     class Server(uvicorn.Server):
-        """uvicorn's server, except that SIGINT/SIGTERM are a normal shutdown (exit 0), not re-raised."""
+        """uvicorn's server on a side thread: the main thread handles the signals (a stop exits 0)."""
 
-        def handle_exit(self, sig, frame) -> None:
-            if self.should_exit and sig == signal.SIGINT:
-                self.force_exit = True
-            self.should_exit = True
+        def install_signal_handlers(self) -> None:  # (older uvicorn) not on this thread
+            pass
 
     return Server
 

@@ -81,7 +81,8 @@ def _detokenizer(tokenizer):
 
 
 class Scheduler:
-    """Owns the model; `submit(job)` from any thread, `start()` / `stop()` the decoding thread."""
+    """Owns the model; `submit(job)` from any thread. Decoding runs in `run_until` on the caller's thread, or
+    on a thread of its own between `start()` and `stop()`."""
 
     def __init__(self, model, tokenizer, *, max_concurrency: int = 8, prompt_cache_bytes: int = 1 << 30,
                  prefill_step_size: int = 512, context_length: int | None = None) -> None:
@@ -131,14 +132,19 @@ class Scheduler:
 
     # ---- the thread ----------------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
+    def run_until(self, done: Callable[[], bool]) -> None:
+        """Serve jobs on the calling thread (which then owns MLX) until `done()` or `stop()`."""
+        while not (self._stopping.is_set() or done()):
             try:
                 self._iteration()
             except Exception as e:  # a failure must reach the clients, and the server keeps serving
                 log.exception("scheduler step failed")
                 self._fail_all(f"internal error: {e}")
+        self._stopping.set()
         self._fail_all("the server is shutting down")
+
+    def _run(self) -> None:
+        self.run_until(lambda: False)
 
     def _iteration(self) -> None:
         self._drop_cancelled()
