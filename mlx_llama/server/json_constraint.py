@@ -3,8 +3,8 @@
 The recognizer is a pushdown automaton whose state is an immutable tuple, so trying a candidate token is
 cheap: feed its characters to the current state and keep the result only if every character was accepted.
 Accepted text is always a prefix of a valid JSON document (matching the schema); `is_complete` says when it
-is a whole one. Outside strings at most one whitespace character is allowed in a row, so a model cannot
-stall in an endless run of blanks.
+is a whole one. Outside strings at most one whitespace character is allowed in a row (none after the
+document), so a model cannot stall in an endless run of blanks.
 
 Supported schema subset (anything else is refused with a 400 naming the keyword): `type` (one name or a
 list of them: object, array, string, number, integer, boolean, null), `properties` (only the listed keys
@@ -280,7 +280,7 @@ class JsonRecognizer:
         self.node = node
 
     def start(self):
-        return ((("top", self.node, "start"),), True)  # leading whitespace counts as a run already begun
+        return ((("top", self.node, "start"),), False)
 
     @staticmethod
     def feed(state, text: str):
