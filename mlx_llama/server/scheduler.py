@@ -81,8 +81,10 @@ def _detokenizer(tokenizer):
 
 
 class Scheduler:
-    """Owns the model; `submit(job)` from any thread. Decoding runs in `run_until` on the caller's thread, or
-    on a thread of its own between `start()` and `stop()`."""
+    """Owns the model; `submit(job)` from any thread, decoding in `run_until` on the thread that owns MLX.
+
+    (Run it on the main thread: an MLX thread still tearing down while the process exits can abort it.)
+    """
 
     def __init__(self, model, tokenizer, *, max_concurrency: int = 8, prompt_cache_bytes: int = 1 << 30,
                  prefill_step_size: int = 512, context_length: int | None = None) -> None:
@@ -103,17 +105,12 @@ class Scheduler:
         self.cancelled = 0
         self._queue: queue.Queue[Job] = queue.Queue()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mlx-llama-scheduler", daemon=True)
 
     # ---- outside the thread --------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self) -> None:
+        """Ask `run_until` to return after its current iteration."""
         self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def submit(self, job: Job) -> None:
         if self._stopping.is_set():
@@ -142,9 +139,6 @@ class Scheduler:
                 self._fail_all(f"internal error: {e}")
         self._stopping.set()
         self._fail_all("the server is shutting down")
-
-    def _run(self) -> None:
-        self.run_until(lambda: False)
 
     def _iteration(self) -> None:
         self._drop_cancelled()
