@@ -261,3 +261,29 @@ def test_unknown_paths_are_404_and_wrong_methods_405(server):
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
         r = http.get(COMP)
         assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_requests_joining_a_running_batch_match_generate(client, oracle):
+    model, tok = oracle
+    long_prompt, short = "It was a dark", ["He", "The house was", "My dear sister, I"]
+    expected_long = mlx_llama.generate(model, tok, long_prompt, max_tokens=120)
+    expected = [mlx_llama.generate(model, tok, p, max_tokens=10) for p in short]
+    stream = client.completions.create(model="d", prompt=long_prompt, max_tokens=120, temperature=0, stream=True)
+    parts, got = [], None
+    with ThreadPoolExecutor(3) as pool:
+        for n, chunk in enumerate(stream):
+            parts.append(chunk.choices[0].text)
+            if n == 10:  # the long row is decoding: these join it, shorter, so it gets left-padded rows
+                futures = [pool.submit(lambda p=p: client.completions.create(
+                    model="d", prompt=p, max_tokens=10, temperature=0).choices[0].text) for p in short]
+        got = [f.result() for f in futures]
+    assert "".join(parts) == expected_long and got == expected
+
+
+def test_top_k_1_is_greedy_and_min_p_1_too(client, oracle):
+    model, tok = oracle
+    greedy = mlx_llama.generate(model, tok, "The weather", max_tokens=12)
+    for extra in ({"top_k": 1}, {"min_p": 1.0}):
+        out = client.completions.create(model="d", prompt="The weather", max_tokens=12, temperature=1.5, seed=0,
+                                        extra_body=extra)
+        assert out.choices[0].text == greedy

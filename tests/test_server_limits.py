@@ -109,3 +109,22 @@ def test_a_shared_prefix_reuses_the_prompt_cache(client, model_dir):
     assert second.usage.prompt_tokens == len(prefix) + 3
     expected = mlx_llama.generate(model, tok, prefix + [7, 8, 9], max_tokens=8)
     assert second.choices[0].text == expected
+
+
+def test_serve_argument_errors_are_one_line_exit_2():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        for args, fragment in ((["--port", "70000"], "port must be in 0..65535"),
+                               (["--max-concurrency", "0"], "--max-concurrency must be at least 1"),
+                               (["--prompt-cache-bytes", "lots"], "not a size"),
+                               (["--port", str(port)], f"cannot listen on 127.0.0.1:{port}")):
+            r = subprocess.run([sys.executable, "-m", "mlx_llama", "serve", *args], capture_output=True, text=True,
+                               timeout=60)
+            assert r.returncode == 2 and fragment in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
