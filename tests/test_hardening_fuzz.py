@@ -8,13 +8,13 @@ import shutil
 import struct
 from pathlib import Path
 
-import mlx_llama  # noqa: F401  (before mlx.core)
 import numpy as np
 import pytest
 from hostile_files import build, glob, i, s, state_dict, storage, tensor, torch_zip, tup
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+import mlx_llama  # noqa: F401  (before mlx.core)
 from mlx_llama.checkpoint.safetensors_io import load_safetensors, read_safetensors_header
 from mlx_llama.checkpoint.torch_pickle import load_torch_file
 from mlx_llama.config import LlamaConfig
