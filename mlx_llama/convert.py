@@ -129,6 +129,8 @@ def _plan(specs: list[TensorSpec], dtype: str, quantize: tuple[int, int] | None,
             ]
             jobs.append(_Job(spec.name, "quantize", out, entries, group, bits))
         else:
+            if spec.dtype not in FLOATS:
+                raise ConversionError(f"{spec.name}: dtype {spec.dtype}, but model weights are floating point")
             kind = "cast" if out != spec.dtype else "copy"
             jobs.append(_Job(spec.name, kind, out, [Entry(spec.name, spec.shape, out)]))
     return jobs

@@ -89,6 +89,8 @@ def test_generation_checks_ids_before_running(model):
         model.generate([[4, 5]], attention_mask=[[1, 7]], max_new_tokens=2)
     with pytest.raises(InputError, match="prompt holds the id 100"):
         generate(model, _IdsAsText(), [1, 2, VOCAB], max_tokens=2, eos_token_id=[])
+    with pytest.raises(ConfigError, match="seed must be an integer from 0 to 2\\*\\*63 - 1, got -1"):
+        model.generate([[4, 5]], max_new_tokens=2, do_sample=True, seed=-1)
     out = model.generate([[4, 5]], max_new_tokens=3)  # positive control through the trusted decode steps
     assert out.shape == (1, 5) and 0 <= int(out.min()) and int(out.max()) < VOCAB
 

@@ -180,6 +180,10 @@ class PreTrainedModel(nn.Module):
             warnings.warn(f"{source}: {', '.join(head_missing)} not in the checkpoint; newly initialised "
                           "(train the head before use)", stacklevel=3)
         for key, value in weights.items():
+            dtype = getattr(value, "dtype", None)
+            if (isinstance(dtype, mx.Dtype) and mx.issubdtype(expected[key].dtype, mx.floating)
+                    and not mx.issubdtype(dtype, mx.floating)):
+                raise CheckpointError(f"{source}: tensor {key} is {dtype_name(dtype)}, expected floating point")
             if value.shape != expected[key].shape:
                 raise CheckpointError(f"{source}: tensor {key} has shape {tuple(value.shape)}, "
                                       f"expected {tuple(expected[key].shape)} from config.json")
