@@ -27,11 +27,14 @@ import numpy as np
 from .checkpoint import hub
 from .checkpoint.dtypes import BY_NAME, FLOATS
 from .checkpoint.layers import check_layer_count
+from .checkpoint.meta import VERSIONS
 from .checkpoint.safetensors_io import checkpoint_files, parse_size, read_safetensors_header
 from .checkpoint.shards import Entry, ShardWriter
 from .checkpoint.sources import Source, open_source
 from .checkpoint.spec import TensorSpec
 from .config import QUANT_BITS, QUANT_GROUP_SIZES
+from .convert_aliases import add_seed_flags, apply_seed_flags
+from .convert_tokenizer import check_tokenizer
 from .dtypes import dtype_name, parse_dtype
 from .errors import ConfigError, ConversionError, MlxLlamaError, shorten
 
@@ -163,7 +166,9 @@ def _check_finite(wide: np.ndarray, name: str) -> None:
         )
 
 
-def _cast(raw: np.ndarray, src: str, target: str, name: str, allow_nonfinite: bool = False) -> np.ndarray | mx.array:
+def _cast_chunk(
+    raw: np.ndarray, src: str, target: str, name: str, allow_nonfinite: bool = False
+) -> np.ndarray | mx.array:
     """Cast a raw chunk with round-to-nearest-even, as torch does; NaN/Inf and float16 overflow are errors.
 
     numpy does the float16/float32 casts (several times faster than MLX's CPU kernels on half types).
@@ -195,10 +200,10 @@ def _outputs(job: _Job, chunk: np.ndarray, extras: list[np.ndarray], src_dtypes:
         w = mx.dequantize(_to_mx(chunk, src_dtype), scales, biases, job.group_size, job.bits)
         return [w.astype(BY_NAME[job.dtype].mx)]
     if job.kind == "quantize":
-        w = _cast(chunk, src_dtype, job.dtype, job.source, allow_nonfinite)
+        w = _cast_chunk(chunk, src_dtype, job.dtype, job.source, allow_nonfinite)
         return list(mx.quantize(mx.array(w) if isinstance(w, np.ndarray) else w, job.group_size, job.bits))
     if job.kind == "cast":
-        return [_cast(chunk, src_dtype, job.dtype, job.source, allow_nonfinite)]
+        return [_cast_chunk(chunk, src_dtype, job.dtype, job.source, allow_nonfinite)]
     if src_dtype in FLOATS and not allow_nonfinite:
         _check_finite(_widen(chunk, src_dtype), job.source)
     return [chunk]
@@ -424,6 +429,7 @@ def convert(
     force: bool = False,
     revision: str | None = None,
     llama_version: str | None = None,
+    instruct: bool = False,
     quiet: bool | None = None,
     allow_nonfinite: bool = False,
 ) -> Path:
@@ -438,7 +444,7 @@ def convert(
         raise ConversionError(f"{output}: already exists; pass --force to replace it")
     src_dir = hub.resolve_source(source, revision)
     _check_output(output, src_dir, force)
-    src = open_source(src_dir, llama_version)
+    src = open_source(src_dir, llama_version, instruct)
     config = _output_config(src, options)
     dequant = src.config.get("quantization") if options.dequantize else None
     jobs = _plan(src.specs(), options.dtype, options.quantize, dequant)
@@ -449,14 +455,16 @@ def convert(
         _check_written(tmp, written)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         src.write_tokenizer(tmp)
+        check_tokenizer(src_dir, tmp)
         _replace(tmp, output)
     return output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `convert` options, shared by `python convert.py` and `mlx-llama convert`."""
-    parser.add_argument("source", help="Transformers or Meta checkpoint directory, or a Hugging Face Hub repo id")
-    parser.add_argument("output", help="output directory (must not exist unless --force)")
+    parser.add_argument("source", nargs="?", help="Transformers or Meta checkpoint directory, or a Hub repo id")
+    parser.add_argument("output", nargs="?", help="output directory (must not exist unless --force)")
+    add_seed_flags(parser)  # --input_dir, --output_dir, --model_size, --safe_serialization
     parser.add_argument("--dtype", default="float16", help="float16 (default), bfloat16 or float32")
     parser.add_argument("-q", "--quantize", action="store_true", help="quantize Linear and embedding weights")
     parser.add_argument("--q-bits", type=int, choices=Q_BITS, default=4, help="bits per weight (default 4)")
@@ -464,7 +472,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dequantize", action="store_true", help="turn a quantized MLX model back into floats")
     parser.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) for a repo id")
-    parser.add_argument("--llama-version", choices=("1", "2"), help="only when params.json cannot tell")
+    parser.add_argument(
+        "--llama-version", "--llama_version", choices=VERSIONS,
+        help="Meta checkpoints: only when the files cannot tell (3.2 always)",
+    )
+    parser.add_argument("--instruct", action="store_true", help="Meta Llama 3.x Instruct: chat template, stop ids")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--allow-nonfinite", action="store_true", help="convert weights holding NaN or Inf")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -472,6 +484,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Path:
     """Run a conversion from parsed arguments; raises MlxLlamaError for bad input."""
+    apply_seed_flags(args)
     return convert(
         args.source,
         args.output,
@@ -484,6 +497,7 @@ def run(args: argparse.Namespace) -> Path:
         force=args.force,
         revision=args.revision,
         llama_version=args.llama_version,
+        instruct=args.instruct,
         quiet=True if args.quiet else None,
         allow_nonfinite=args.allow_nonfinite,
     )

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from convert_helpers import hf_llama, write_meta
+from support.hf_llama import hf_llama
+from support.meta import write_meta
 
 from mlx_llama.convert import main
 
@@ -137,6 +138,7 @@ def test_existing_output_needs_force(capsys, tmp_path, hf):
     assert (hf / "model.safetensors").is_file()
 
 
+@pytest.mark.subprocess
 def test_command_line_prints_one_line_without_traceback(tmp_path, meta):
     (meta / "params.json").write_text("{not json")
     out = tmp_path / "out"

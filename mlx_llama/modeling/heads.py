@@ -13,6 +13,7 @@ from ..cache import KVCache
 from ..config import LlamaConfig
 from ..errors import InputError
 from ..token_ids import check_ids
+from .call_options import finish, logits_slice
 from .llama import LlamaModel, as_array
 from .pretrained import PreTrainedModel
 
@@ -136,19 +137,19 @@ class LlamaForCausalLM(PreTrainedModel):
     def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
                  past_key_values: list[KVCache] | None = None, inputs_embeds: Any = None, labels: Any = None,
                  use_cache: bool | None = None, output_attentions: bool = False, output_hidden_states: bool = False,
-                 logits_to_keep: int = 0, num_items_in_batch: int | None = None) -> CausalLMOutputWithPast:
+                 logits_to_keep: Any = 0, num_items_in_batch: int | None = None, cache_position: Any = None,
+                 return_dict: bool | None = None, num_logits_to_keep: int | None = None) -> CausalLMOutputWithPast:
         """Logits for the last `logits_to_keep` positions (0 = all); the shifted LM loss when `labels` are given."""
         out = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
-                         output_attentions, output_hidden_states)
-        h = out.last_hidden_state
-        if logits_to_keep:
-            h = h[:, -logits_to_keep:]
+                         output_attentions, output_hidden_states, cache_position)
+        h = logits_slice(out.last_hidden_state, logits_to_keep, num_logits_to_keep)
         logits = self.lm_head(h) if "lm_head" in self else self.model.embed_tokens.as_linear(h)
         loss = None
         if labels is not None:
             labels = _labels(labels, logits.shape[:2], "labels")
             loss = causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch)
-        return CausalLMOutputWithPast(loss, logits, out.past_key_values, out.hidden_states, out.attentions)
+        return finish(CausalLMOutputWithPast(loss, logits, out.past_key_values, out.hidden_states, out.attentions),
+                      return_dict)
 
 
 class LlamaForSequenceClassification(PreTrainedModel):
@@ -177,16 +178,18 @@ class LlamaForSequenceClassification(PreTrainedModel):
     def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
                  past_key_values: list[KVCache] | None = None, inputs_embeds: Any = None, labels: Any = None,
                  use_cache: bool | None = None, output_attentions: bool = False,
-                 output_hidden_states: bool = False) -> SequenceClassifierOutputWithPast:
+                 output_hidden_states: bool = False, cache_position: Any = None,
+                 return_dict: bool | None = None) -> SequenceClassifierOutputWithPast:
         input_ids = None if input_ids is None else check_ids(input_ids, self.config.vocab_size)
         out = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
-                         output_attentions, output_hidden_states)
+                         output_attentions, output_hidden_states, cache_position)
         logits = self.score(out.last_hidden_state)
         B, T = logits.shape[:2]
         idx = self.pooling_index(input_ids, B, T)
         pooled = logits[mx.arange(B), idx]
         loss = None if labels is None else sequence_classification_loss(pooled, labels, self.config)
-        return SequenceClassifierOutputWithPast(loss, pooled, out.past_key_values, out.hidden_states, out.attentions)
+        return finish(SequenceClassifierOutputWithPast(loss, pooled, out.past_key_values, out.hidden_states,
+                                                       out.attentions), return_dict)
 
 
 class LlamaForQuestionAnswering(PreTrainedModel):
@@ -203,7 +206,8 @@ class LlamaForQuestionAnswering(PreTrainedModel):
 
     def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
                  inputs_embeds: Any = None, start_positions: Any = None, end_positions: Any = None,
-                 output_attentions: bool = False, output_hidden_states: bool = False) -> QuestionAnsweringModelOutput:
+                 output_attentions: bool = False, output_hidden_states: bool = False,
+                 return_dict: bool | None = None) -> QuestionAnsweringModelOutput:
         out = self.transformer(input_ids, attention_mask, position_ids, None, inputs_embeds, False,
                                output_attentions, output_hidden_states)
         logits = self.qa_outputs(out.last_hidden_state)
@@ -218,7 +222,8 @@ class LlamaForQuestionAnswering(PreTrainedModel):
                 return cross_entropy(span_logits.astype(mx.float32), positions, ignore_index=T)
 
             loss = (span_loss(start_logits, start_positions) + span_loss(end_logits, end_positions)) / 2
-        return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
+        return finish(QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions),
+                      return_dict)
 
 
 class LlamaForTokenClassification(PreTrainedModel):
@@ -238,7 +243,7 @@ class LlamaForTokenClassification(PreTrainedModel):
 
     def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
                  inputs_embeds: Any = None, labels: Any = None, output_attentions: bool = False,
-                 output_hidden_states: bool = False) -> TokenClassifierOutput:
+                 output_hidden_states: bool = False, return_dict: bool | None = None) -> TokenClassifierOutput:
         out = self.model(input_ids, attention_mask, position_ids, None, inputs_embeds, False,
                          output_attentions, output_hidden_states)
         logits = self.score(self.dropout(out.last_hidden_state))
@@ -246,4 +251,4 @@ class LlamaForTokenClassification(PreTrainedModel):
         if labels is not None:
             flat = logits.reshape(-1, self.config.num_labels).astype(mx.float32)
             loss = cross_entropy(flat, _labels(labels, logits.shape[:2], "labels").reshape(-1))
-        return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        return finish(TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions), return_dict)
