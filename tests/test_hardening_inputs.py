@@ -149,9 +149,15 @@ def test_load_arguments_and_tokenizer_ids_beyond_the_vocab(tmp_path):
     shutil.copytree(DEMO, demo)
     config = json.loads((demo / "tokenizer_config.json").read_text())
     added = dict(next(iter(config["added_tokens_decoder"].values())), content="<big>")
-    config["added_tokens_decoder"]["3000000"] = added
-    (demo / "tokenizer_config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="tokenizer has token id 3000000, but the model's vocab_size is 2000"):
+    for token_id, error in (("2500", CheckpointError), ("3000000", MlxLlamaError)):  # the tokenizer refuses the 2nd
+        config["added_tokens_decoder"] = {**config["added_tokens_decoder"], token_id: added}
+        (demo / "tokenizer_config.json").write_text(json.dumps(config))
+        with pytest.raises(error, match=f"id {token_id}"):
+            load(demo)
+        del config["added_tokens_decoder"][token_id]
+    with pytest.raises(CheckpointError, match="tokenizer has token id 2500, but the model's vocab_size is 2000"):
+        config["added_tokens_decoder"]["2500"] = added
+        (demo / "tokenizer_config.json").write_text(json.dumps(config))
         load(demo)
 
 
