@@ -131,6 +131,15 @@ def test_bad_config_values_name_the_field(field, value):
     assert time.perf_counter() - start < 1.0  # no table of a billion labels built first
 
 
+@pytest.mark.parametrize("field", ["use_stable_embedding", "shared_input_output_embedding",
+                                   "use_memory_efficient_attention"])
+def test_open_llama_switches_must_be_booleans(field):
+    from mlx_llama.open_llama_config import OpenLlamaConfig
+
+    with pytest.raises(ConfigError, match=f"`{field}` must be true or false, got 'yes'"):
+        OpenLlamaConfig.from_dict({**SMALL, field: "yes"})
+
+
 def test_layer_count_is_checked_before_building_layers(tmp_path, model):
     model.save_pretrained(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
