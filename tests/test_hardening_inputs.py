@@ -150,6 +150,17 @@ def test_layer_count_is_checked_before_building_layers(tmp_path, model):
     assert time.perf_counter() - start < 2.0
 
 
+def test_loader_errors_name_the_file_and_catch_a_false_quantization_block(tmp_path, model):
+    model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "rope_theta": -1}))
+    with pytest.raises(ConfigError, match=r"m/config.json: config field `rope_theta` must be a positive number"):
+        LlamaForCausalLM.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "quantization": {"group_size": 32, "bits": 4}}))
+    with pytest.raises(CheckpointError, match="has a `quantization` block, but no tensor has .scales"):
+        LlamaForCausalLM.from_pretrained(tmp_path / "m")
+
+
 # ---- load ------------------------------------------------------------------------------------------------
 def test_load_arguments_and_tokenizer_ids_beyond_the_vocab(tmp_path):
     with pytest.raises(ConfigError, match="expected a model directory or Hub id, got None"):

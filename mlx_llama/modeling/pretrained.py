@@ -122,6 +122,9 @@ class PreTrainedModel(nn.Module):
         weights = model.sanitize(weights)
         if config.quantization:
             q = config.quantization
+            if not any(k.endswith(".scales") for k in weights):
+                raise CheckpointError(f"{path}: config.json has a `quantization` block, but no tensor has .scales; "
+                                      "the weights are not quantized")
             quantize_model(model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in weights,
                            cpu=is_cpu_backend())
         if requested == "auto":
