@@ -243,7 +243,7 @@ def _output_config(src: Source, options: _Options) -> dict:
     if "quantization_config" in config and not options.dequantize:
         qc = config["quantization_config"]
         method = qc.get("quant_method", "unknown") if isinstance(qc, dict) else "unknown"
-        raise ConversionError(f"{path}: {shorten(method)}-quantized checkpoints are not supported")
+        raise ConversionError(f"{path}: {str(method)[:40]}-quantized checkpoints are not supported")
     config.pop("quantization", None)
     config.pop("quantization_config", None)
     config["torch_dtype"] = config["dtype"] = options.dtype
