@@ -117,3 +117,26 @@ def test_generation_config_files_both_ways(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"temperature": [1]}))
     with pytest.raises(ConfigError, match="temperature"):
         GenerationConfig.from_pretrained(tmp_path / "bad.json")
+
+
+def test_cli_generate_and_chat_use_the_jinja_template(checkpoint, capsys, monkeypatch):
+    import io
+
+    from chat_templates import ZEPHYR
+
+    path, _, _ = checkpoint
+    hf = write_generation_config(path, eos_token_id=2, pad_token_id=0)
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    (path / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": ZEPHYR}))
+    hf_tok = transformers.AutoTokenizer.from_pretrained(path)
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "the cat"}]
+    ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True)
+    out, _, _ = hf_generate(hf, [ids], max_new_tokens=8)
+    want = hf_tok.decode(out[0, len(ids) :], skip_special_tokens=True)
+    assert len(want.strip()) > 3, want  # a real answer, not an immediate eos
+    args = ["--model", str(path), "--max-tokens", "8", "--system", "be brief", "--quiet"]
+    assert cli.main(["generate", "--prompt", "the cat", *args]) == 0
+    assert capsys.readouterr().out == want + "\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO("the cat\n"))
+    assert cli.main(["chat", *args]) == 0
+    assert capsys.readouterr().out == want + "\n"
