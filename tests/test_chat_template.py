@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import sentencepiece as spm
-from tokenizer_corpus import mistral_model_path, tiny_model_path
+from support.tokenizer_corpus import mistral_model_path, tiny_model_path
 
 from mlx_llama.errors import TokenizerError
 from mlx_llama.tokenizer import LlamaTokenizer

@@ -15,9 +15,12 @@ import pytest
 import sentencepiece as spm
 import torch
 import transformers
-from convert_helpers import hf_llama, logits, rel_err, train_tokenizer, write_meta
 from safetensors.numpy import load_file as np_load_file
 from safetensors.torch import load_file
+from support.compare import rel_err
+from support.hf_llama import hf_llama
+from support.hf_llama import hf_logits as logits
+from support.meta import train_tokenizer, write_meta
 
 import mlx_llama
 from mlx_llama.convert import convert, main
@@ -52,7 +55,7 @@ def _check_against(ref, out: Path, vocab: int) -> tuple[float, float]:
     return rel_err(theirs, want), rel_err(_ours(out, ids), want)
 
 
-@pytest.mark.parametrize("n_shards", [1, 2, 4])
+@pytest.mark.parametrize("n_shards", [1, 2, pytest.param(4, marks=pytest.mark.subprocess)])
 @pytest.mark.parametrize(
     ("kv_heads", "eps", "context"), [(8, 1e-6, 2048), (4, 1e-5, 4096)], ids=["llama1-mha", "llama2-gqa"]
 )

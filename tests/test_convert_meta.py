@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from convert_helpers import hf_llama, write_meta
+from support.hf_llama import hf_llama
+from support.meta import write_meta
 
 from mlx_llama.checkpoint import hub
 from mlx_llama.checkpoint.meta import MetaCheckpoint, detect_version, find_shards, hf_name, intermediate_size
@@ -62,10 +63,10 @@ def test_version_detection(tmp_path):
 
 
 def test_shards_sorted_by_number_not_by_directory_order(tmp_path):
-    for n in (10, 2, 0, 1, 11, 9):
+    for n in (10, 2, 0, 1, 11, 9, 3, 4, 5, 6, 7, 8):
         (tmp_path / f"consolidated.{n:02d}.pth").touch()
     (tmp_path / "consolidated.extra.pth").touch()
-    assert [p.name[13:15] for p in find_shards(tmp_path)] == ["00", "01", "02", "09", "10", "11"]
+    assert [int(p.name[13:15]) for p in find_shards(tmp_path)] == list(range(12))
 
 
 def test_codellama_rope_theta_and_params_wrapped_in_model(tmp_path):
