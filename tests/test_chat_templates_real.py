@@ -108,6 +108,8 @@ def test_strftime_now_continue_final_message_documents_and_errors():
     both(ours, hf, [U1], chat_template=rag, documents=documents)
     with pytest.raises(TokenizerError, match="cannot both"):
         ours.apply_chat_template(partial, add_generation_prompt=True, continue_final_message=True)
+    with pytest.raises(TokenizerError, match="return_assistant_tokens_mask"):
+        ours.apply_chat_template([U1], return_assistant_tokens_mask=True)  # never silently ignored
     with pytest.raises(TokenizerError, match="not valid Jinja"):
         ours.apply_chat_template([U1], chat_template="{% if %}")
     sandbox = "{{ messages.__class__.__mro__ }}"

@@ -14,7 +14,14 @@ import shutil
 import warnings
 
 import pytest
-from llama3_helpers import converted_dir, llama3_file, tiktoken_encoding, transformers_tiktoken
+from llama3_helpers import (
+    SMALL_RANKS,
+    converted_dir,
+    llama3_file,
+    small_tiktoken_file,
+    tiktoken_encoding,
+    transformers_tiktoken,
+)
 from tokenizer_corpus import mistral_model_path, parity_corpus, tiny_model_path
 
 from mlx_llama.errors import TokenizerError
@@ -62,6 +69,10 @@ def test_auto_tokenizer_picks_like_transformers(spm_pair, tmp_path):
         warnings.simplefilter("ignore")
         LlamaTokenizer(tiny_model_path(), legacy=True).save_pretrained(tmp_path)
     assert type(AutoTokenizer.from_pretrained(tmp_path)) is LlamaTokenizer  # no tokenizer.json: SentencePiece
+    shutil.copyfile(small_tiktoken_file(), tmp_path / "tokenizer.model")  # a Meta Llama 3 directory
+    meta = AutoTokenizer.from_pretrained(tmp_path)
+    text = "Hello world, it's 2024!"
+    assert meta.encode(text) == [SMALL_RANKS, *tiktoken_encoding(small_tiktoken_file()).encode(text)]
     (tmp_path / "tokenizer.model").unlink()
     with pytest.raises(TokenizerError, match="no tokenizer found"):
         AutoTokenizer.from_pretrained(tmp_path)
