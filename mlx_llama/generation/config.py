@@ -35,6 +35,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "eos_token_id": (int, list, type(None)),
     "pad_token_id": _OPT_INT,
 }
+
+
 @dataclass
 class GenerationConfig:
     """The fields of Transformers' GenerationConfig that mlx-llama uses; unknown fields are kept in `extra`."""
