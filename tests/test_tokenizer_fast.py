@@ -223,3 +223,20 @@ def test_bad_files_are_tokenizer_errors(tmp_path):
         ours.decode([len(ours)])
     with pytest.raises(TokenizerError, match="out of range"):
         ours.detokenizer().add_token(-1)
+
+
+def test_llama3_template_ids_equal_metas_reference_encoder(llama3_pair):
+    """Meta's own dialog encoder (llama_models' ChatFormat) is an oracle for the Llama 3 Instruct template."""
+    from llama_models.datatypes import RawMessage
+    from llama_models.llama3.chat_format import ChatFormat
+    from llama_models.llama3.tokenizer import Tokenizer
+
+    from mlx_llama.checkpoint.llama3_templates import LLAMA3
+
+    ours, _ = llama3_pair
+    meta = ChatFormat(Tokenizer(llama3_file()))
+    dialog = [("system", "You are terse."), ("user", "Hi! 😀 What's 2+2?"), ("assistant", "4."), ("user", "东京?")]
+    for n in range(1, len(dialog) + 1):
+        messages = [{"role": r, "content": c} for r, c in dialog[:n]]
+        want = meta.encode_dialog_prompt([RawMessage(role=r, content=c) for r, c in dialog[:n]]).tokens
+        assert ours.apply_chat_template(messages, chat_template=LLAMA3, add_generation_prompt=True) == want
