@@ -192,46 +192,51 @@ def stream_generate(
     if cache is None:
         cache = model.make_cache(**cache_options) if any(v is not None for v in cache_options.values()) else (
             model.make_cache())
-    detok = _detokenizer(tokenizer)
-    stopper = _StopStrings(stop or [])
-
+    detok, stopper = _detokenizer(tokenizer), _StopStrings(stop or [])  # built before the clock starts
     mx.reset_peak_memory()
-    start = time.perf_counter()
-    timing = {}
-
-    def prefill_done() -> None:
-        timing["prompt"] = time.perf_counter() - start
-
+    clock = _Clock()
+    chooser = TokenChooser(params, seed)
     if draft_model is not None or prompt_lookup:
-        steps = speculative_steps(model, cache, ids, TokenChooser(params, seed), max_tokens, draft_model=draft_model,
+        steps = speculative_steps(model, cache, ids, chooser, max_tokens, draft_model=draft_model,
                                   num_draft_tokens=num_draft_tokens, prompt_lookup=prompt_lookup, seed=seed,
                                   prefill_step_size=prefill_step_size, progress=progress,
-                                  on_prefill_done=prefill_done, stats=speculative_stats)
+                                  on_prefill_done=clock.prefill_done, stats=speculative_stats)
     else:
-        steps = decode(
-            model,
-            cache,
-            mx.array([ids], dtype=mx.int32),
-            TokenChooser(params, seed),
-            max_tokens,
-            prefill_step_size=prefill_step_size,
-            progress=progress,
-            on_prefill_done=prefill_done,
-        )
-    n = 0
-    for n, step in enumerate(steps, start=1):
-        token = step.tokens[0]
+        steps = decode(model, cache, mx.array([ids], dtype=mx.int32), chooser, max_tokens,
+                       prefill_step_size=prefill_step_size, progress=progress, on_prefill_done=clock.prefill_done)
+    yield from _responses(steps, len(ids), eos, detok, stopper, max_tokens, clock)
+
+
+class _Clock:
+    """Prompt and generation timing for the statistics of each response."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.prompt = 0.0
+        self.first = 0.0
+
+    def prefill_done(self) -> None:
+        self.prompt = time.perf_counter() - self.start
+
+    def stats(self, n: int, prompt_tokens: int, step) -> dict:
         if n == 1:
-            first = time.perf_counter()
-        elapsed = max(time.perf_counter() - first, 1e-9)
-        stats = {
-            "prompt_tokens": len(ids),
-            "prompt_tps": len(ids) / max(timing["prompt"], 1e-9),
+            self.first = time.perf_counter()
+        elapsed = max(time.perf_counter() - self.first, 1e-9)
+        return {
+            "prompt_tokens": prompt_tokens,
+            "prompt_tps": prompt_tokens / max(self.prompt, 1e-9),
             "generation_tokens": n,
             "generation_tps": (n - 1) / elapsed if n > 1 else 0.0,
             "peak_memory": mx.get_peak_memory() / 1e9,
             "from_draft": bool(step.from_draft and step.from_draft[0]),
         }
+
+
+def _responses(steps, prompt_tokens: int, eos: set[int], detok, stopper, max_tokens: int, clock: _Clock):
+    """Decode steps -> GenerationResponses, ending at an eos id, a stop string or max_tokens."""
+    for n, step in enumerate(steps, start=1):
+        token = step.tokens[0]
+        stats = clock.stats(n, prompt_tokens, step)
         if token in eos:
             text, _ = stopper.feed(detok.finalize())
             yield GenerationResponse(text + stopper.flush(), token, finish_reason="stop", **stats)

@@ -18,7 +18,15 @@ import numpy as np
 from ..errors import TokenizerError
 from .added import AddedToken, as_added_token, check_added_ids
 from .base import TokenizerBase, check_side, id_list
-from .files import CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_FILE, VOCAB_FILE, read_init_kwargs, write_json
+from .files import (
+    CONFIG_FILE,
+    SPECIAL_TOKENS_MAP_FILE,
+    TOKENIZER_FILE,
+    VOCAB_FILE,
+    read_init_kwargs,
+    template_for_config,
+    write_json,
+)
 
 
 def _load_backend(tokenizer_file: str):
@@ -137,7 +145,7 @@ class PreTrainedTokenizerFast(TokenizerBase):
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
         if self.chat_template is not None:
-            config["chat_template"] = self.chat_template
+            config["chat_template"] = template_for_config(self.chat_template)
         return config
 
     def save_pretrained(self, path: str | os.PathLike) -> tuple[str, ...]:
