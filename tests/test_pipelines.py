@@ -87,6 +87,12 @@ def test_default_is_sampling_with_256_tokens(causal):
     assert ours._generation_defaults() == {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
     with pytest.raises(ConfigError, match="unknown task"):
         pipeline("summarization", model=path)
+    loaded = pipeline("text-generation", model=ours.model, tokenizer=ours.tokenizer)
+    assert loaded(PROMPTS[0], do_sample=False, max_new_tokens=3) == ours(PROMPTS[0], do_sample=False, max_new_tokens=3)
+    with pytest.raises(ConfigError, match="tokenizer="):
+        pipeline("text-generation", model=ours.model)
+    with pytest.raises(ConfigError, match="generate"):
+        ours(PROMPTS[0], max_new_tokens=2, output_attentions=True)
 
 
 def _pair(tmp_path, tok_dir, cls_name, **kw):
