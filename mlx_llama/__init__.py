@@ -16,9 +16,8 @@ from .auto import (  # noqa: E402
 from .cache import KVCache, make_cache  # noqa: E402
 from .config import LlamaConfig  # noqa: E402
 from .convert import convert  # noqa: E402  (the function; the module stays importable as mlx_llama.convert)
-from .detokenizer import StreamingDetokenizer  # noqa: E402
 from .errors import CheckpointError, ConfigError, ConversionError, MlxLlamaError, TokenizerError  # noqa: E402
-from .generation import GenerationResponse, generate, stream_generate  # noqa: E402
+from .generation import GenerationConfig, GenerationResponse, generate, stream_generate  # noqa: E402
 from .generation.streamers import TextIteratorStreamer, TextStreamer  # noqa: E402
 from .loading import DEMO_MODEL, load  # noqa: E402
 from .mask_visualizer import AttentionMaskVisualizer  # noqa: E402
@@ -34,7 +33,12 @@ from .modeling import (  # noqa: E402
 )
 from .open_llama_config import OpenLlamaConfig  # noqa: E402
 from .pipelines import pipeline  # noqa: E402
-from .tokenizer import LlamaTokenizer  # noqa: E402
+from .tokenizer import (  # noqa: E402
+    LlamaTokenizer,
+    LlamaTokenizerFast,
+    PreTrainedTokenizerFast,
+    StreamingDetokenizer,
+)
 
 __version__ = "0.1.0"
 
@@ -47,6 +51,8 @@ __all__ = [
     "AutoModelForSequenceClassification",
     "AutoModelForTokenClassification",
     "AutoTokenizer",
+    "LlamaTokenizerFast",
+    "PreTrainedTokenizerFast",
     "TextIteratorStreamer",
     "TextStreamer",
     "pipeline",
@@ -54,6 +60,7 @@ __all__ = [
     "DEMO_MODEL",
     "ConfigError",
     "ConversionError",
+    "GenerationConfig",
     "GenerationResponse",
     "KVCache",
     "LlamaConfig",

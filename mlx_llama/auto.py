@@ -103,21 +103,12 @@ class AutoModelForTokenClassification(_AutoModel):
 
 
 class AutoTokenizer:
-    """The tokenizer stored with a model (the loader's choice); extra kwargs go to the tokenizer class."""
+    """The tokenizer stored with a model: `mlx_llama.tokenizer.AutoTokenizer`'s choice (tokenizer.json -> fast,
+    else SentencePiece), with Hub ids resolved as for models; keyword arguments go to the tokenizer class."""
 
     @staticmethod
     def from_pretrained(path_or_repo_id: str | os.PathLike, **kwargs: Any):
-        from .loading import load_tokenizer
+        from .loading import resolve_model_path
+        from .tokenizer import AutoTokenizer as FromDirectory
 
-        kwargs.pop("use_fast", None)  # the loader picks the tokenizer the directory holds
-        settable = {k: kwargs.pop(k) for k in ("padding_side", "truncation_side", "model_max_length") if k in kwargs}
-        if kwargs:
-            from .loading import resolve_model_path
-            from .tokenizer import LlamaTokenizer
-
-            tokenizer = LlamaTokenizer.from_pretrained(resolve_model_path(path_or_repo_id), **kwargs)
-        else:
-            tokenizer = load_tokenizer(path_or_repo_id)
-        for key, value in settable.items():
-            setattr(tokenizer, key, value)
-        return tokenizer
+        return FromDirectory.from_pretrained(resolve_model_path(path_or_repo_id), **kwargs)

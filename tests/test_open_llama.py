@@ -9,7 +9,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from hf_oracle import rel_err, to_np
+from support.compare import rel_err, to_np
 from transformers.models.deprecated import open_llama as hf_ol
 
 import mlx_llama
@@ -229,7 +229,7 @@ def hf_greedy(hf, ids, mask, steps):
 
 
 def test_transformers_checkpoint_converts_and_generates(tmp_path):
-    from generation_helpers import train_tokenizer
+    from support.checkpoints import train_tokenizer
 
     from mlx_llama.cli import main as cli_main
     from mlx_llama.convert import main as convert_main

@@ -11,6 +11,8 @@ import mlx.nn as nn
 
 from ..cache import KVCache
 from ..config import LlamaConfig
+from ..errors import InputError
+from ..token_ids import check_ids
 from .call_options import finish, logits_slice
 from .llama import LlamaModel, as_array
 from .pretrained import PreTrainedModel
@@ -106,6 +108,18 @@ def sequence_classification_loss(pooled: mx.array, labels: Any, config: LlamaCon
     return bce_with_logits(pooled, labels.astype(pooled.dtype))
 
 
+def _labels(labels: Any, shape: tuple[int, ...], what: str) -> mx.array:
+    """Integer labels of exactly `shape` (those of the logits they score), or InputError."""
+    try:
+        labels = as_array(labels)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{what} must be an integer array ({exc})") from None
+    if tuple(labels.shape) != tuple(shape) or not mx.issubdtype(labels.dtype, mx.integer):
+        raise InputError(f"{what} must be integers of shape {list(shape)} (as input_ids), got "
+                         f"{labels.dtype} {list(labels.shape)}")
+    return labels.astype(mx.int32)
+
+
 # ---- heads ---------------------------------------------------------------------------------------------------
 
 class LlamaForCausalLM(PreTrainedModel):
@@ -130,7 +144,10 @@ class LlamaForCausalLM(PreTrainedModel):
                          output_attentions, output_hidden_states, cache_position)
         h = logits_slice(out.last_hidden_state, logits_to_keep, num_logits_to_keep)
         logits = self.lm_head(h) if "lm_head" in self else self.model.embed_tokens.as_linear(h)
-        loss = None if labels is None else causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch)
+        loss = None
+        if labels is not None:
+            labels = _labels(labels, logits.shape[:2], "labels")
+            loss = causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch)
         return finish(CausalLMOutputWithPast(loss, logits, out.past_key_values, out.hidden_states, out.attentions),
                       return_dict)
 
@@ -163,7 +180,7 @@ class LlamaForSequenceClassification(PreTrainedModel):
                  use_cache: bool | None = None, output_attentions: bool = False,
                  output_hidden_states: bool = False, cache_position: Any = None,
                  return_dict: bool | None = None) -> SequenceClassifierOutputWithPast:
-        input_ids = as_array(input_ids, mx.int32)
+        input_ids = None if input_ids is None else check_ids(input_ids, self.config.vocab_size)
         out = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
                          output_attentions, output_hidden_states, cache_position)
         logits = self.score(out.last_hidden_state)
@@ -233,5 +250,5 @@ class LlamaForTokenClassification(PreTrainedModel):
         loss = None
         if labels is not None:
             flat = logits.reshape(-1, self.config.num_labels).astype(mx.float32)
-            loss = cross_entropy(flat, as_array(labels, mx.int32).reshape(-1))
+            loss = cross_entropy(flat, _labels(labels, logits.shape[:2], "labels").reshape(-1))
         return finish(TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions), return_dict)

@@ -17,7 +17,9 @@ import numpy as np
 
 from ..cache import KVCache
 from ..config import LlamaConfig
+from ..errors import InputError
 from ..rope import RotaryEmbedding
+from ..token_ids import check_ids
 from .call_options import check_past_key_values, finish, positions_from_cache_position
 from .pretrained import PreTrainedModel
 
@@ -222,9 +224,12 @@ class LlamaModel(PreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
-            h = self.embed(as_array(input_ids, mx.int32))
+            h = self.embed(check_ids(input_ids, self.vocab_size))
         else:
             h = as_array(inputs_embeds)
+            if h.ndim != 3 or h.shape[-1] != self.config.hidden_size:
+                raise InputError(f"inputs_embeds must be [batch, length, {self.config.hidden_size}], got "
+                                 f"shape {list(h.shape)}")
         h = self.after_embedding(h, from_ids=inputs_embeds is None)
         B, T = h.shape[:2]
         if use_cache is None:
@@ -282,10 +287,14 @@ class LlamaModel(PreTrainedModel):
         """None / "causal" for the fused kernel when nothing is padded, else an explicit mask."""
         if attention_mask is not None:
             attention_mask = as_array(attention_mask)
+            shape = tuple(attention_mask.shape)
             if attention_mask.ndim == 4:  # used as given: additive (0 / large negative) or boolean
+                if shape[0] not in (1, B) or shape[1] < 1 or shape[2:] != (T, past + T):
+                    raise InputError(f"a 4D attention_mask must be [{B}, heads, {T}, {past + T}], got {list(shape)}")
                 return attention_mask if attention_mask.dtype == mx.bool_ else attention_mask.astype(dtype)
-            if attention_mask.ndim != 2:
-                raise ValueError(f"attention_mask must be 2D [batch, seq] or 4D, got shape {attention_mask.shape}")
+            if attention_mask.ndim != 2 or shape != (B, past + T):
+                raise InputError(f"attention_mask must be [batch, past + length] = [{B}, {past + T}] (or 4D), "
+                                 f"got shape {list(shape)}")
             if attention_mask.shape[1] < past + T or not mx.all(attention_mask[:, : past + T]).item():
                 return padding_causal_mask(attention_mask, T, past, dtype)
         return "causal" if T > 1 else None

@@ -19,10 +19,12 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..cache import KVCache, make_cache
+from ..checkpoint.layers import check_layer_count
 from ..checkpoint.safetensors_io import DEFAULT_MAX_SHARD_SIZE, load_safetensors, save_safetensors
 from ..config import LlamaConfig
 from ..dtypes import dtype_name
 from ..errors import CheckpointError
+from ..generation.config import GenerationConfig
 from .load_options import auto_dtype, pop_load_options, requested_dtype
 from .quantized import quantize_model
 
@@ -59,6 +61,7 @@ class PreTrainedModel(nn.Module):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.config = config
+        self.generation_config = GenerationConfig.from_model_config(config)  # generation_config.json on load
 
     def post_init(self) -> None:
         """Initialise like Transformers (lazily: never computed if a checkpoint replaces it), zero the pad row."""
@@ -113,6 +116,7 @@ class PreTrainedModel(nn.Module):
         if config is None:
             config = cls.config_class.from_pretrained(path, **config_overrides)
         weights = load_safetensors(path)
+        check_layer_count(weights, config.num_hidden_layers, str(path))  # before building any layer
         model = cls(config)
         weights = model.sanitize(weights)
         if config.quantization:
@@ -128,6 +132,7 @@ class PreTrainedModel(nn.Module):
             model.config.torch_dtype = dtype_name(target)
         mx.eval(model.parameters())
         model.eval()
+        model.generation_config = GenerationConfig.for_checkpoint(path, model.config)
         return model
 
     def _compute_dtype(self, weights: dict[str, mx.array], requested: mx.Dtype | None) -> mx.Dtype | None:
@@ -166,6 +171,11 @@ class PreTrainedModel(nn.Module):
 
     def load_checked(self, weights: dict[str, mx.array], source: str) -> None:
         """Load with errors that name the tensor; a missing task head keeps its fresh initialisation."""
+        self.check_weights(weights, source)
+        self.load_weights(list(weights.items()), strict=False)
+
+    def check_weights(self, weights: dict[str, Any], source: str) -> None:
+        """CheckpointError naming the tensor unless `weights` (anything with `.shape`) fit this model."""
         expected = dict(tree_flatten(self.parameters()))
         unexpected = sorted(set(weights) - set(expected))
         if unexpected:
@@ -184,7 +194,6 @@ class PreTrainedModel(nn.Module):
             if value.shape != expected[key].shape:
                 raise CheckpointError(f"{source}: tensor {key} has shape {tuple(value.shape)}, "
                                       f"expected {tuple(expected[key].shape)} from config.json")
-        self.load_weights(list(weights.items()), strict=False)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.base_model.embed_tokens
@@ -211,13 +220,15 @@ class PreTrainedModel(nn.Module):
         if floats:
             self.config.torch_dtype = dtype_name(floats[0])
         self.config.save_pretrained(path)
+        if "CausalLM" in type(self).__name__:  # as Transformers: only generative models get one
+            self.generation_config.save_pretrained(path)
         save_safetensors(path, weights, max_shard_size)
 
     def generate(self, *args: Any, **kwargs: Any) -> mx.array:
         """Transformers-style `generate` (prompt + new ids); implemented in `mlx_llama.generation`."""
         from ..generation.api import model_generate  # deferred: generation builds on the models
 
-        return model_generate(self, *args, **kwargs)
+        return model_generate(self, *args, **kwargs)  # resolve_options merges self.generation_config
 
 
 def _cast(key: str, value: mx.array, target: mx.Dtype | None) -> mx.array:
