@@ -104,6 +104,9 @@ def test_stop_strings_match_transformers(byte_setup):
     got = np.array(model.generate(ids, max_new_tokens=16, stop_strings=[stop], tokenizer=tok, eos_token_id=[]))
     np.testing.assert_array_equal(got, ref)
     assert got.shape[1] < free.shape[1]
+    beams = dict(max_new_tokens=10, stop_strings=[stop], num_beams=2, num_return_sequences=2)
+    ref = hf_gen(hf, ids, np.ones_like(ids), tokenizer=hf_tok, eos_token_id=None, **beams).numpy()
+    np.testing.assert_array_equal(np.array(model.generate(ids, tokenizer=tok, eos_token_id=[], **beams)), ref)
     with pytest.raises(ConfigError, match="tokenizer"):
         model.generate(ids, max_new_tokens=4, stop_strings=["x"])
 
