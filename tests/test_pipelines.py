@@ -145,3 +145,21 @@ def test_question_answering_best_span_from_transformers_logits(causal, tmp_path)
     assert answer["score"] == pytest.approx(float(start[best[0]] * end[best[1]]), rel=1e-4)
     expected = tok.decode(c_ids[best[0] : best[1] + 1]).strip()
     assert answer["answer"] == expected and context[answer["start"] : answer["end"]] == expected
+
+
+def test_text_generation_chat_matches_transformers(causal, tmp_path):
+    import json
+    import shutil
+
+    path, hf, _ = causal
+    for item in path.iterdir():
+        shutil.copy(item, tmp_path / item.name)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config["chat_template"] = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant:{% endif %}")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    chat = [{"role": "user", "content": "The cat sat on"}]
+    got = pipeline("text-generation", model=tmp_path)(chat, do_sample=False, max_new_tokens=8)
+    ref = hf_pipe("text-generation", hf, transformers.LlamaTokenizer.from_pretrained(tmp_path), chat,
+                  do_sample=False, max_new_tokens=8)
+    assert got == ref and got[0]["generated_text"][-1]["role"] == "assistant"
