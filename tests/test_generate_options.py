@@ -163,3 +163,14 @@ def test_unsupported_options_are_errors(setup):
         model.generate(ids, np.ones_like(ids), max_new_tokens=2)
     with pytest.warns(UserWarning, match="typical_p"):
         model.generate(ids, max_new_tokens=2, generation_config=transformers.GenerationConfig(typical_p=0.5))
+
+
+def test_sampling_several_sequences_per_prompt(setup):
+    """As Transformers: each prompt row repeated num_return_sequences times, in order (repeat_interleave)."""
+    _, _, model = setup
+    ids, mask = left_padded()
+    out = np.array(ours(model, ids, mask, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=1,
+                        eos_token_id=[], pad_token_id=PAD))
+    assert out.shape == (9, ids.shape[1] + 6)
+    np.testing.assert_array_equal(out[:, : ids.shape[1]], np.repeat(ids, 3, axis=0))
+    assert len({tuple(r) for r in out[:3, ids.shape[1] :]}) > 1
