@@ -184,8 +184,9 @@ class TokenClassificationPipeline(Pipeline):
             raise ConfigError("token-classification aggregation needs character offsets (a fast tokenizer); only "
                               "aggregation_strategy='none' is available")
         ignore = ["O"] if ignore_labels is None else ignore_labels
-        ids = list(self.tokenizer(text)["input_ids"])
-        special = self.tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+        ids, offsets = self._encode_with_offsets(text)
+        special_ids = set(self.tokenizer.all_special_ids)
+        special = [token in special_ids for token in ids]
         logits = np.array(self.model(mx.array([ids])).logits.astype(mx.float32))[0]
         scores, labels = _softmax(logits), self.model.config.id2label
         entities = []
@@ -193,9 +194,18 @@ class TokenClassificationPipeline(Pipeline):
             best = int(scores[index].argmax())
             if is_special or labels[best] in ignore:
                 continue
+            start, end = offsets[index] if offsets is not None else (None, None)
             entities.append({"entity": labels[best], "score": float(scores[index, best]), "index": index,
-                             "word": self.tokenizer.convert_ids_to_tokens(token), "start": None, "end": None})
+                             "word": self.tokenizer.convert_ids_to_tokens(token), "start": start, "end": end})
         return entities
+
+    def _encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]] | None]:
+        """Ids, and character offsets when the tokenizer is a fast one (a `tokenizers` backend has them)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return list(self.tokenizer(text)["input_ids"]), None
+        encoding = backend.encode(text)
+        return list(encoding.ids), [tuple(o) for o in encoding.offsets]
 
 
 class QuestionAnsweringPipeline(Pipeline):
@@ -224,7 +234,7 @@ class QuestionAnsweringPipeline(Pipeline):
         answers = []
         for flat in order:
             s, e = divmod(int(flat), span.shape[1])
-            answer = tok.convert_tokens_to_string(pieces[s : e + 1]).strip()
+            answer = tok.decode(c_ids[s : e + 1]).strip()
             begin = context.find(answer) if answer else -1
             answers.append({"score": float(span[s, e]), "start": begin, "end": begin + len(answer) if begin >= 0
                             else -1, "answer": answer})

@@ -163,3 +163,19 @@ def test_text_generation_chat_matches_transformers(causal, tmp_path):
     ref = hf_pipe("text-generation", hf, transformers.LlamaTokenizer.from_pretrained(tmp_path), chat,
                   do_sample=False, max_new_tokens=8)
     assert got == ref and got[0]["generated_text"][-1]["role"] == "assistant"
+
+
+def test_token_classification_fast_tokenizer_offsets(causal, tmp_path):
+    """With a tokenizer.json (fast tokenizer), entities carry character offsets, as Transformers' do."""
+    labels = {0: "O", 1: "B-X", 2: "I-X"}
+    hf = hf_model("LlamaForTokenClassification", vocab_size=160, pad_token_id=0, num_labels=3, id2label=labels,
+                  label2id={v: k for k, v in labels.items()})
+    hf.save_pretrained(tmp_path)
+    fast = transformers.LlamaTokenizerFast.from_pretrained(causal[0], from_slow=True, legacy=False)
+    fast.save_pretrained(tmp_path)
+    ours = pipeline("token-classification", model=tmp_path)
+    assert type(ours.tokenizer).__name__ == "LlamaTokenizerFast"
+    got, ref = ours(PROMPTS[1]), hf_pipe("token-classification", hf, fast, PROMPTS[1])
+    keys = ("entity", "index", "word", "start", "end")
+    assert [tuple(d[k] for k in keys) for d in got] == [tuple(d[k] for k in keys) for d in ref]
+    assert all(d["start"] is not None for d in got)
