@@ -179,3 +179,11 @@ def test_token_classification_fast_tokenizer_offsets(causal, tmp_path):
     keys = ("entity", "index", "word", "start", "end")
     assert [tuple(d[k] for k in keys) for d in got] == [tuple(d[k] for k in keys) for d in ref]
     assert all(d["start"] is not None for d in got)
+    text = "The cat sat on a mat and the dog ran to the park while birds sang"
+    got = ours(text, aggregation_strategy="simple")
+    ref = hf_pipe("token-classification", hf, fast, text, aggregation_strategy="simple")
+    keys = ("entity_group", "word", "start", "end")
+    assert [tuple(d[k] for k in keys) for d in got] == [tuple(d[k] for k in keys) for d in ref]
+    np.testing.assert_allclose([d["score"] for d in got], [float(d["score"]) for d in ref], atol=1e-5)
+    with pytest.raises(ConfigError, match="aggregation_strategy"):
+        ours(text, aggregation_strategy="first")
