@@ -87,6 +87,9 @@ def test_default_is_sampling_with_256_tokens(causal):
     assert ours._generation_defaults() == {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
     with pytest.raises(ConfigError, match="unknown task"):
         pipeline("summarization", model=path)
+    with pytest.warns(UserWarning, match="default device"):  # the seed page's call, as written
+        seed_style = pipeline(task="text-generation", model=path, dtype=torch.float16, device=0)
+    assert str(seed_style.model.model.embed_tokens.weight.dtype) == "mlx.core.float16"
     loaded = pipeline("text-generation", model=ours.model, tokenizer=ours.tokenizer)
     assert loaded(PROMPTS[0], do_sample=False, max_new_tokens=3) == ours(PROMPTS[0], do_sample=False, max_new_tokens=3)
     with pytest.raises(ConfigError, match="tokenizer="):
