@@ -32,6 +32,7 @@ from .modeling import (  # noqa: E402
     OpenLlamaModel,
 )
 from .open_llama_config import OpenLlamaConfig  # noqa: E402
+from .perplexity import perplexity  # noqa: E402  (the function; the module stays importable)
 from .pipelines import pipeline  # noqa: E402
 from .tokenizer import (  # noqa: E402
     LlamaTokenizer,
@@ -79,6 +80,7 @@ __all__ = [
     "generate",
     "load",
     "make_cache",
+    "perplexity",
     "stream_generate",
 ]
 

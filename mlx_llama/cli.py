@@ -10,9 +10,11 @@ Transformers does; its eos ids (e.g. <|eot_id|>) always end the answer.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
+from . import cli_decoding
 from .errors import MlxLlamaError
 
 DEMO_NOTICE = (
@@ -47,6 +49,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-long-prompt", action="store_true",
                    help="run prompts longer than the model's max_position_embeddings (slow, degraded output)")
     p.add_argument("--quiet", action="store_true", help="no notices, progress or statistics on stderr")
+    p.add_argument("--parallel", choices=("tensor", "pipeline"),
+                   help="split the model over the ranks started by mlx.launch; rank 0 reads input and prints")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -58,6 +62,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_model_args(gen)
     gen.add_argument("--prompt", required=True, help="the prompt text, or - to read it from stdin")
     gen.add_argument("--no-chat-template", action="store_true", help="use the prompt as raw text")
+    cli_decoding.add_decoding_args(gen)
+    cli_decoding.add_parsers(sub, _add_model_args)
 
     chat = sub.add_parser("chat", help="multi-turn chat on stdin/stdout (the KV cache is kept between turns)")
     _add_model_args(chat)
@@ -79,6 +85,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise MlxLlamaError(f"--temp must be >= 0, got {args.temp}")
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise MlxLlamaError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
+    if args.parallel:
+        from .parallel import is_main_rank
+
+        if not is_main_rank():  # the other ranks compute the same tokens silently
+            sys.stdout, args.quiet = open(os.devnull, "w"), True
 
 
 def _decode_stdin(data: bytes | str, where: str) -> str:
@@ -121,8 +132,8 @@ def _load(args: argparse.Namespace):
             raise MlxLlamaError(f"no --model given and the bundled demo model is missing from {DEMO_MODEL}")
         if not args.quiet:
             print(DEMO_NOTICE, file=sys.stderr)
-        return load(DEMO_MODEL, dtype=args.dtype)
-    return load(args.model, dtype=args.dtype)
+        return load(DEMO_MODEL, dtype=args.dtype, parallel=args.parallel)
+    return load(args.model, dtype=args.dtype, parallel=args.parallel)
 
 
 def _has_chat_format(tokenizer) -> bool:
@@ -165,7 +176,7 @@ def _stream(model, tokenizer, prompt, args: argparse.Namespace, cache=None, stop
     from .generation.api import _encode_prompt, _vocab_size, check_prompt_length, stream_generate
 
     _generation_defaults(args, model)
-    kwargs = _sampling(args)
+    kwargs = {**_sampling(args), **cli_decoding.decoding_kwargs(args)}
     if stop is not None:
         kwargs["stop"] = stop
     prompt = _encode_prompt(tokenizer, prompt, _vocab_size(model))
@@ -174,16 +185,19 @@ def _stream(model, tokenizer, prompt, args: argparse.Namespace, cache=None, stop
         raise MlxLlamaError(f"{too_long}; pass --allow-long-prompt to run it anyway")
     if too_long and not args.quiet:
         print(f"warning: {too_long}", file=sys.stderr)
-    parts, ids, last = [], [], None
+    parts, ids, last, drafted = [], [], None, []
     with warnings.catch_warnings():
         if too_long:  # allowed with --allow-long-prompt: no second notice from the API
             warnings.simplefilter("ignore")
         for last in stream_generate(model, tokenizer, prompt, args.max_tokens, cache=cache, **kwargs):
             ids.append(last.token)
+            drafted.append(last.from_draft)
             if last.text:
                 print(last.text, end="", flush=True)
                 parts.append(last.text)
     print(flush=True)
+    if kwargs.keys() & {"draft_model", "prompt_lookup"} and not args.quiet:
+        print(cli_decoding.draft_summary(drafted), file=sys.stderr)
     return "".join(parts), ids, last
 
 
@@ -196,11 +210,19 @@ def _print_stats(last, args: argparse.Namespace) -> None:
 
 def run_generate(args: argparse.Namespace) -> None:
     _check_args(args)
-    text = _decode_stdin(_stdin().read(), "stdin") if args.prompt == "-" else args.prompt
+    if args.parallel and args.prompt == "-":
+        from .parallel import broadcast_text, is_main_rank
+
+        text = broadcast_text(_decode_stdin(_stdin().read(), "stdin") if is_main_rank() else None)
+    else:
+        text = _decode_stdin(_stdin().read(), "stdin") if args.prompt == "-" else args.prompt
     if not text.strip():
         raise MlxLlamaError("the prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
     model, tokenizer = _load(args)
-    if _has_chat_format(tokenizer) and not args.no_chat_template:
+    cache, _ = cli_decoding.prepare(args, model)
+    if cache is not None:  # the text continues the cached prompt: no BOS, no chat template
+        prompt = list(tokenizer.encode(text, add_special_tokens=False))
+    elif _has_chat_format(tokenizer) and not args.no_chat_template:
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
             {"role": "user", "content": text}
         ]
@@ -209,7 +231,7 @@ def run_generate(args: argparse.Namespace) -> None:
         if args.system:
             text = f"{args.system}\n\n{text}"
         prompt = text
-    _, _, last = _stream(model, tokenizer, prompt, args)
+    _, _, last = _stream(model, tokenizer, prompt, args, cache=cache)
     _print_stats(last, args)
 
 
@@ -289,7 +311,12 @@ def run_chat(args: argparse.Namespace) -> None:
     if not args.quiet:
         kind = "its chat template" if not session.stops else "the plain 'User:/Assistant:' format (no chat template)"
         print(f"Chat using {kind}. /reset starts over; /quit or end of input leaves.", file=sys.stderr)
-    for line in _read_lines():
+    lines = _read_lines()
+    if args.parallel:
+        from .parallel import rank0_lines
+
+        lines = rank0_lines(lines)
+    for line in lines:
         message = line.strip()
         if not message:
             continue
@@ -308,7 +335,9 @@ def run_convert(args: argparse.Namespace) -> None:
     run(args)
 
 
-COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert}
+COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert,
+            "cache-prompt": lambda a: cli_decoding.run_cache_prompt(a, _load),
+            "perplexity": lambda a: cli_decoding.run_perplexity(a, _load)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

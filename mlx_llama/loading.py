@@ -87,11 +87,15 @@ def model_class(config: dict[str, Any], where: str = "config.json"):
     return ARCHITECTURES[chosen]
 
 
-def load_model(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None):
-    """The model alone, class chosen from config.json."""
+def load_model(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None, parallel: str | None = None):
+    """The model alone, class chosen from config.json; `parallel` ("tensor" / "pipeline"): this rank's part."""
     path = resolve_model_path(path_or_repo_id)
-    config = read_config_json(path)
-    return model_class(config, str(path / "config.json")).from_pretrained(path, dtype=dtype)
+    cls = model_class(read_config_json(path), str(path / "config.json"))
+    if parallel is not None:
+        from .parallel import load_parallel
+
+        return load_parallel(cls, path, parallel, dtype=dtype)
+    return cls.from_pretrained(path, dtype=dtype)
 
 
 def load_tokenizer(path_or_repo_id: str | os.PathLike):
@@ -101,14 +105,15 @@ def load_tokenizer(path_or_repo_id: str | os.PathLike):
     return AutoTokenizer.from_pretrained(resolve_model_path(path_or_repo_id))
 
 
-def load(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None):
+def load(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None, parallel: str | None = None):
     """Load `(model, tokenizer)` from a converted or Transformers directory, or a Hub id.
 
     `dtype=None` lets the model pick its load-time layout (see `from_pretrained`); pass e.g. "float16"
-    to override it.
+    to override it. Inside an `mx.distributed` group, `parallel="tensor"` or `"pipeline"` loads only this
+    rank's part of the weights (see `mlx_llama.parallel`).
     """
     path = resolve_model_path(path_or_repo_id)
-    model, tokenizer = load_model(path, dtype=dtype), load_tokenizer(path)
+    model, tokenizer = load_model(path, dtype=dtype, parallel=parallel), load_tokenizer(path)
     check_vocab_fits(model, tokenizer, path)
     return model, tokenizer
 

@@ -17,6 +17,7 @@ import mlx.core as mx
 
 from ..token_ids import trusted_ids
 from .sampling import TokenChooser, mark_seen, seen_mask
+from .wired import wired_limit
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -86,9 +87,16 @@ class Step:
 
     tokens: list[int]
     running: list[bool]
+    from_draft: list[bool] | None = None  # speculative decoding: which tokens were accepted drafts
 
 
-def decode(
+def decode(model, *args, **kwargs) -> Iterator[Step]:
+    """`_decode` (below) with the model's memory wired on a Mac while it runs."""
+    with wired_limit(model):
+        yield from _decode(model, *args, **kwargs)
+
+
+def _decode(
     model,
     cache: Sequence,
     prompt: mx.array,

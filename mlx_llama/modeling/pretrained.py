@@ -25,6 +25,7 @@ from ..config import LlamaConfig
 from ..dtypes import dtype_name
 from ..errors import CheckpointError
 from ..generation.config import GenerationConfig
+from .fused import unfuse_weights
 from .load_options import auto_dtype, pop_load_options, requested_dtype
 from .quantized import quantize_model
 
@@ -89,9 +90,9 @@ class PreTrainedModel(nn.Module):
             raise AttributeError("layers")
         return base["layers"]
 
-    def make_cache(self) -> list[KVCache]:
-        """Fresh preallocating KV caches, one per decoder layer."""
-        return make_cache(len(self.layers))
+    def make_cache(self, **options: Any) -> list[KVCache]:
+        """Fresh KV caches, one per decoder layer; `options` pick a rotating or quantized one (cache.make_cache)."""
+        return make_cache(len(self.layers), **options)
 
     # ---- loading -------------------------------------------------------------------------------------------
 
@@ -214,7 +215,7 @@ class PreTrainedModel(nn.Module):
     def save_pretrained(self, path: str | Path, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> None:
         """Write config.json and model.safetensors (or shards + index) readable by Transformers and by us."""
         path = Path(path)
-        weights = dict(tree_flatten(self.parameters()))
+        weights = unfuse_weights(dict(tree_flatten(self.parameters())), self.config)
         floats = [v.dtype for k, v in weights.items() if mx.issubdtype(v.dtype, mx.floating) and "scales" not in k]
         self.config.architectures = [type(self).__name__]
         if floats:
