@@ -29,7 +29,7 @@ from .checkpoint.safetensors_io import checkpoint_files
 from .checkpoint.sliced import SlicedReader
 from .dtypes import dtype_name, parse_dtype
 from .errors import CheckpointError, ConfigError
-from .modeling.pretrained import _cast, is_cpu_backend
+from .modeling.pretrained import _to_compute_dtype, is_cpu_backend
 from .modeling.quantized import quantize_model
 
 MODES = ("tensor", "pipeline")
@@ -356,7 +356,7 @@ def load_parallel(cls: type, path: str | Path, mode: str, dtype: str | mx.Dtype 
     weights = _read_local(model, reader, names, plan, str(path))
     plan.bytes_read = reader.bytes_read
     target = model._compute_dtype(weights, parse_dtype(dtype))
-    model.load_checked({k: _cast(k, v, target) for k, v in weights.items()}, str(path))
+    model.load_checked({k: _to_compute_dtype(k, v, target) for k, v in weights.items()}, str(path))
     mx.eval(model.parameters())
     model.config = config  # the full model's config, as the user expects (layers read theirs at build time)
     model.base_model.config = config
