@@ -34,6 +34,7 @@ from .modeling import (  # noqa: E402
 from .open_llama_config import OpenLlamaConfig  # noqa: E402
 from .perplexity import perplexity  # noqa: E402  (the function; the module stays importable)
 from .pipelines import pipeline  # noqa: E402
+from .server import serve  # noqa: E402
 from .tokenizer import (  # noqa: E402
     LlamaTokenizer,
     LlamaTokenizerFast,
@@ -81,6 +82,7 @@ __all__ = [
     "load",
     "make_cache",
     "perplexity",
+    "serve",
     "stream_generate",
 ]
 

@@ -1,4 +1,4 @@
-"""`mlx-llama generate | chat | convert`: the command line.
+"""`mlx-llama generate | chat | serve | convert`: the command line.
 
 Generated text goes to stdout; notices, progress and statistics go to stderr, so output can be piped.
 Errors a user can cause (bad arguments, a missing model) are one line on stderr and exit status 2.
@@ -68,11 +68,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="multi-turn chat on stdin/stdout (the KV cache is kept between turns)")
     _add_model_args(chat)
 
+    from .server.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     conv = sub.add_parser("convert", help="convert a checkpoint (Meta, Transformers) to an MLX directory")
     if argv and argv[0] == "convert":
         from .convert import add_arguments
 
         add_arguments(conv)
+    from .lora.cli import add_parsers as add_lora_parsers
+
+    add_lora_parsers(sub)
     return parser
 
 
@@ -335,7 +341,20 @@ def run_convert(args: argparse.Namespace) -> None:
     run(args)
 
 
-COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert,
+def run_serve(args: argparse.Namespace) -> None:
+    from .server.cli import run
+
+    run(args)
+
+
+def run_lora(args: argparse.Namespace) -> None:
+    from .lora.cli import run_fuse, run_lora
+
+    (run_lora if args.command == "lora" else run_fuse)(args)
+
+
+COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert, "lora": run_lora, "fuse": run_lora,
+            "serve": run_serve,
             "cache-prompt": lambda a: cli_decoding.run_cache_prompt(a, _load),
             "perplexity": lambda a: cli_decoding.run_perplexity(a, _load)}
 

@@ -105,15 +105,25 @@ def load_tokenizer(path_or_repo_id: str | os.PathLike):
     return AutoTokenizer.from_pretrained(resolve_model_path(path_or_repo_id))
 
 
-def load(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None, parallel: str | None = None):
+def load(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None, parallel: str | None = None,
+         adapter_path: str | os.PathLike | None = None):
     """Load `(model, tokenizer)` from a converted or Transformers directory, or a Hub id.
 
     `dtype=None` lets the model pick its load-time layout (see `from_pretrained`); pass e.g. "float16"
     to override it. Inside an `mx.distributed` group, `parallel="tensor"` or `"pipeline"` loads only this
-    rank's part of the weights (see `mlx_llama.parallel`).
+    rank's part of the weights (see `mlx_llama.parallel`). `adapter_path`: a PEFT LoRA adapter directory
+    applied on top (its task type picks the head).
     """
     path = resolve_model_path(path_or_repo_id)
-    model, tokenizer = load_model(path, dtype=dtype, parallel=parallel), load_tokenizer(path)
+    if adapter_path is not None and parallel is not None:
+        raise ConfigError("adapter_path with parallel is not supported: fuse the adapter first (mlx-llama fuse)")
+    if adapter_path is not None:
+        from .lora.adapter_io import load_with_adapter
+
+        model = load_with_adapter(path, adapter_path, dtype)
+    else:
+        model = load_model(path, dtype=dtype, parallel=parallel)
+    tokenizer = load_tokenizer(path)
     check_vocab_fits(model, tokenizer, path)
     return model, tokenizer
 

@@ -217,7 +217,7 @@ class LlamaModel(PreTrainedModel):
 
     def embed(self, input_ids: mx.array) -> mx.array:
         """Token lookup; in training the padding row gets no gradient, as torch's `padding_idx` does."""
-        if self.training and self.padding_idx is not None:
+        if self.training and self.padding_idx is not None and isinstance(self.embed_tokens, nn.Embedding):
             weight = self.embed_tokens.weight
             is_pad = (mx.arange(weight.shape[0]) == self.padding_idx)[:, None]
             return mx.where(is_pad, mx.stop_gradient(weight), weight)[input_ids]

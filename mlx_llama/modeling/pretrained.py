@@ -225,6 +225,12 @@ class PreTrainedModel(nn.Module):
             self.generation_config.save_pretrained(path)
         save_safetensors(path, weights, max_shard_size)
 
+    def load_adapter(self, adapter_path: str | Path) -> Any:
+        """Apply a PEFT-format LoRA/DoRA adapter directory in place (as Transformers' PEFT integration)."""
+        from ..lora.adapter_io import load_adapter  # deferred: mlx_llama.lora builds on the models
+
+        return load_adapter(self, adapter_path)
+
     def generate(self, *args: Any, **kwargs: Any) -> mx.array:
         """Transformers-style `generate` (prompt + new ids); implemented in `mlx_llama.generation`."""
         from ..generation.api import model_generate  # deferred: generation builds on the models
