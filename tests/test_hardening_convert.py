@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hostile_files import build, i, s, state_dict, storage, tensor, torch_zip
 from safetensors.torch import load_file, save_file
 from support.hf_llama import hf_llama
+from support.hostile_files import build, i, s, state_dict, storage, tensor, torch_zip
 from support.meta import write_meta
 
 import mlx_llama.convert as convert_module
