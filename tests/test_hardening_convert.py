@@ -4,7 +4,6 @@ no output directory (nor partial one) left, the source untouched; and it never w
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import signal
@@ -14,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from convert_helpers import hf_llama, write_meta
-from hostile_files import build, i, s, state_dict, storage, tensor, torch_zip
 from safetensors.torch import load_file, save_file
+from support.hf_llama import hf_llama
+from support.hostile_files import build, i, s, state_dict, storage, tensor, torch_zip
+from support.meta import write_meta
 
+import mlx_llama.convert as convert_module
 from mlx_llama.convert import main
-
-convert_module = importlib.import_module("mlx_llama.convert")
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 96

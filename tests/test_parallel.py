@@ -54,8 +54,8 @@ def checkpoints(tmp_path_factory):
     write_checkpoint(dirs["gqa"], num_key_value_heads=2, **SHAPE)
     write_checkpoint(dirs["mha"], seed=1, num_key_value_heads=4, **SHAPE)
     for name in ("gqa", "mha"):
-        mlx_llama.convert_checkpoint(dirs[name], dirs[name + "4"], dtype="float32", quantize=True, q_bits=4, q_group_size=32,
-                          quiet=True)
+        mlx_llama.convert_checkpoint(dirs[name], dirs[name + "4"], dtype="float32", quantize=True, q_bits=4,
+                                     q_group_size=32, quiet=True)
     open_llama_checkpoint(dirs["open"], dirs["gqa"])
     return dirs
 

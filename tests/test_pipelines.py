@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from generation_helpers import hf_tiny_model, train_tokenizer
-from hf_oracle import hf_model
+from support.hf_llama import hf_model
 
 import mlx_llama
 from mlx_llama import auto
@@ -20,11 +19,8 @@ PROMPTS = ["The cat sat on", "A small boat sailed over the quiet lake"]
 
 
 @pytest.fixture(scope="module")
-def causal(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pipe")
-    vocab = train_tokenizer(path)
-    hf = hf_tiny_model(vocab)
-    hf.save_pretrained(path)
+def causal(tiny_checkpoint):
+    path, hf = tiny_checkpoint
     return path, hf, transformers.LlamaTokenizer.from_pretrained(path)
 
 

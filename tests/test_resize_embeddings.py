@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from generation_helpers import train_tokenizer
-from hf_oracle import hf_model, rel_err, to_np
+from support.checkpoints import train_tokenizer
+from support.compare import rel_err, to_np
+from support.hf_llama import hf_model
 
 import mlx_llama
 from mlx_llama.errors import ConfigError, TokenizerError
