@@ -173,7 +173,6 @@ class Scheduler:
             self.pending = deque(p for p in self.pending if id(p.job) not in gone)
             self.active -= gone
             self.cancelled += len(gone)
-            mx.clear_cache()
         dropped = [j for j in self.waiting if j.cancelled.is_set()]
         if dropped:
             self.waiting = deque(j for j in self.waiting if not j.cancelled.is_set())
@@ -261,7 +260,6 @@ class Scheduler:
         keep = [i for i in range(len(self.rows)) if i not in set(done)]
         self.batch.keep_rows(keep)
         self.rows = [self.rows[i] for i in keep]
-        mx.clear_cache()
 
     def _emit_token(self, row: _Row, token: int, pick: Pick) -> None:
         job = row.job
