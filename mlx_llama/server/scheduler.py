@@ -214,7 +214,7 @@ class Scheduler:
         kv = row_kv(p.cache)
         started = []
         for index in range(job.n):
-            sampler = RowSampler(job.options, job.prompt, self.vocab, self.eos, texts, seed_offset=index)
+            sampler = RowSampler(job.options, job.prompt, logits.shape[-1], self.eos, texts, seed_offset=index)
             row = _Row(job, index, sampler, _detokenizer(self.tokenizer))
             self.batch.add_row(kv)
             self.rows.append(row)
