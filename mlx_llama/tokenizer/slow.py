@@ -38,6 +38,9 @@ SPIECE_UNDERLINE = "\u2581"
 _NO_DUMMY_PREFIX = bytes([0x1A, 0x02, 0x18, 0x00])
 
 
+_SP_KWARGS = {"enable_sampling": (bool,), "nbest_size": (int,), "alpha": (int, float)}
+
+
 def _load_sentencepiece(vocab_file: str, strip_dummy_prefix: bool, sp_model_kwargs: dict[str, Any]):
     """Read tokenizer.model; return (processor, original file bytes).
 
@@ -51,6 +54,13 @@ def _load_sentencepiece(vocab_file: str, strip_dummy_prefix: bool, sp_model_kwar
         )
     with open(vocab_file, "rb") as f:
         raw = f.read()
+    for key, value in sp_model_kwargs.items():
+        types = _SP_KWARGS.get(key)
+        if types is None or not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise TokenizerError(
+                f"tokenizer_config.json: field 'sp_model_kwargs' has {key!r}: {value!r}; known keys: "
+                "enable_sampling (bool), nbest_size (int), alpha (number)"
+            )
     processor = spm.SentencePieceProcessor(**sp_model_kwargs)
     try:
         processor.LoadFromSerializedProto(raw + _NO_DUMMY_PREFIX if strip_dummy_prefix else raw)
@@ -333,6 +343,9 @@ class LlamaTokenizer(TokenizerBase):
         self, token_ids_0: list[int], token_ids_1: list[int] | None = None
     ) -> list[int]:
         """`[bos] + A + [eos]` (+ the same around B), each per `add_bos_token`/`add_eos_token`."""
+        for flag, token in (("add_bos_token", self.bos_token), ("add_eos_token", self.eos_token)):
+            if getattr(self, flag) and token is None:
+                raise TokenizerError(f"{flag} is true but the token is None (tokenizer_config.json)")
         bos = [self.bos_token_id] if self.add_bos_token else []
         eos = [self.eos_token_id] if self.add_eos_token else []
         out = bos + list(token_ids_0) + eos
