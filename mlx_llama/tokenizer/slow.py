@@ -312,8 +312,9 @@ class LlamaTokenizer(TokenizerBase):
             return self.sp_model.encode(chunk, out_type=str)
         # legacy=False: the model has no dummy prefix and would drop a leading "▁"; encode behind the unk text
         # and cut its pieces off again, so the leading space survives.
-        prefix_len = len(self.sp_model.encode(self.unk_token, out_type=str))
-        pieces = self.sp_model.encode(self.unk_token + chunk, out_type=str)
+        unk = self.unk_token if self.unk_token is not None else self._pieces[max(self.sp_model.unk_id(), 0)]
+        prefix_len = len(self.sp_model.encode(unk, out_type=str))
+        pieces = self.sp_model.encode(unk + chunk, out_type=str)
         return pieces[prefix_len:] if len(pieces) >= prefix_len else pieces
 
     def tokenize(self, text: str) -> list[str]:
