@@ -119,6 +119,9 @@ def render_jinja(template: str, chat: Sequence[dict[str, Any]], continue_final_m
         raise
     except jinja2.TemplateError as exc:
         raise ChatTemplateError(f"the chat template failed: {exc}") from None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, ArithmeticError) as exc:
+        # the template is the checkpoint's code: e.g. `'[INST] ' + content` with a non-string content
+        raise ChatTemplateError(f"the chat template failed on these messages: {type(exc).__name__}: {exc}") from None
     return _cut_after_final(rendered, _final_text(chat)) if continue_final_message else rendered
 
 
@@ -149,7 +152,7 @@ def _render_all(tok, chats, template, tools, documents, add_generation_prompt, c
         if continue_final_message:
             raise TokenizerError("continue_final_message needs a chat template (this tokenizer has none)")
         return [render_plain(chat, add_generation_prompt) for chat in chats]
-    if tools is not None and not all(isinstance(t, dict) for t in tools):
+    if tools is not None and not (isinstance(tools, (list, tuple)) and all(isinstance(t, dict) for t in tools)):
         raise TokenizerError("tools must be JSON-schema dicts ({'type': 'function', 'function': {...}})")
     context = {**special_tokens_map(tok), **kwargs}
     return [
@@ -192,6 +195,11 @@ def apply_chat_template(
         raise TokenizerError("continue_final_message and add_generation_prompt cannot both be set")
     if kwargs.pop("return_assistant_tokens_mask", False):
         raise TokenizerError("return_assistant_tokens_mask is not supported (it needs {% generation %} blocks)")
+    if not isinstance(conversation, (list, tuple)):
+        raise TokenizerError(
+            f"conversation must be a list of {{'role': ..., 'content': ...}} messages (or a list of such lists), "
+            f"got {type(conversation).__name__}"
+        )
     batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
     chats = list(conversation) if batched else [conversation]
     template = select_template(tok.chat_template, chat_template, tools)
