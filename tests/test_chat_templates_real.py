@@ -10,6 +10,8 @@ import warnings
 
 import pytest
 from chat_templates import LLAMA3_TEMPLATES, LLAMA31, SPM_TEMPLATES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from llama3_helpers import converted_dir
 from test_tokenizer_fast import spm_fast_dir
 
@@ -150,3 +152,34 @@ def test_named_templates_from_files(tmp_path):
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
     ours = AutoTokenizer.from_pretrained(tmp_path)
     assert both(ours, hf, [S, U1, A1]).startswith("You are a helpful assistant.")
+
+
+_VALUES = st.none() | st.booleans() | st.integers() | st.text(max_size=10) | st.lists(
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5)), max_size=2
+)
+_MESSAGE = st.dictionaries(
+    st.sampled_from(["role", "content", "tool_calls"]), _VALUES | st.sampled_from(["user", "assistant", "tool"]),
+    max_size=3,
+)  # fmt: skip
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(
+    messages=st.one_of(st.lists(_MESSAGE, max_size=4), _VALUES),
+    name=st.sampled_from([*SPM_TEMPLATES, *LLAMA3_TEMPLATES, "plain"]),
+    flags=st.tuples(st.booleans(), st.booleans()),
+    tools=st.none() | st.lists(_VALUES, max_size=2) | st.integers(),
+)
+def test_malformed_conversations_are_tokenizer_errors(messages, name, flags, tools):
+    """Whatever the messages, the outcome is a rendering or a TokenizerError, never another exception."""
+    ours, _ = spm_pair()
+    template = "plain" if name == "plain" else LLAMA3_TEMPLATES.get(name) or SPM_TEMPLATES[name]
+    try:
+        if template == "plain":
+            ours.chat_template, template = None, None
+        ours.apply_chat_template(messages, chat_template=template, add_generation_prompt=flags[0],
+                                 continue_final_message=flags[1], tools=tools)  # fmt: skip
+    except TokenizerError:
+        pass
+    finally:
+        ours.chat_template = None
