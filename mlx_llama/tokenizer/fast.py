@@ -352,9 +352,14 @@ class LlamaTokenizerFast(PreTrainedTokenizerFast):
         from .spm_convert import sentencepiece_to_tokenizers
 
         if vocab_file is None or not os.path.isfile(vocab_file):
+            why = (
+                "from_slow=True (or add_prefix_space set, which Transformers also converts from the slow model)"
+                if tokenizer_file is not None and os.path.isfile(tokenizer_file)
+                else f"there is no {TOKENIZER_FILE} ({tokenizer_file!r})"
+            )
             raise TokenizerError(
-                f"no {TOKENIZER_FILE} ({tokenizer_file!r}) and no {VOCAB_FILE} ({vocab_file!r}): a LLaMA tokenizer "
-                "needs one of them (copy them from the original checkpoint)"
+                f"{why} needs the SentencePiece {VOCAB_FILE}, which is missing ({vocab_file!r}); copy it from the "
+                "original checkpoint"
             )
         return sentencepiece_to_tokenizers(vocab_file, legacy=self.legacy, add_prefix_space=self.add_prefix_space)
 
