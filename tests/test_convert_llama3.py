@@ -122,3 +122,21 @@ def test_transformers_and_mlx_llama_load_the_output(converted):
     assert np.abs(got - want).max() / scale < 1e-4
     assert tok.encode(TEXTS[0]) == ours_tok.encode(TEXTS[0])
     assert model.generation_config.eos_token_ids == [SMALL_RANKS + 1, SMALL_RANKS + 8, SMALL_RANKS + 9]
+
+
+def test_cli_chat_on_the_converted_instruct_model(converted, capsys, monkeypatch):
+    import io
+
+    import mlx_llama.cli as cli
+
+    ref, _, out = converted
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    ids = hf_tok.apply_chat_template([{"role": "user", "content": "Hi!"}], add_generation_prompt=True)
+    eos = [SMALL_RANKS + 1, SMALL_RANKS + 8, SMALL_RANKS + 9]
+    with torch.no_grad():
+        gen = ref.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False, eos_token_id=eos, pad_token_id=0)
+    new = [t for t in gen[0, len(ids) :].tolist() if t not in eos]
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi!\n"))
+    assert cli.main(["chat", "--model", str(out), "--max-tokens", "6", "--temp", "0", "--quiet"]) == 0
+    streamed = hf_tok.decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)  # as streamed
+    assert capsys.readouterr().out == streamed + "\n"
