@@ -16,7 +16,6 @@ from typing import Any
 
 from ..errors import TokenizerError
 
-PLAIN = "plain"
 CONTINUE_ERROR = (
     "continue_final_message is set but the final message does not appear in the chat after applying the chat "
     "template (the template removes part of it)"
