@@ -366,8 +366,10 @@ class LlamaTokenizerFast(PreTrainedTokenizerFast):
     def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str]:
         """Copy `tokenizer.model` (as `[prefix-]tokenizer.model`); Transformers' rule: only with a vocab file."""
         if not (self.vocab_file and os.path.isfile(self.vocab_file)):
-            raise TokenizerError("this fast tokenizer was not loaded with a tokenizer.model, so it has no "
-                                 "sentencepiece vocabulary to save (save_pretrained writes tokenizer.json)")
+            raise TokenizerError(
+                "this fast tokenizer was not loaded with a tokenizer.model, so it has no "
+                "sentencepiece vocabulary to save (save_pretrained writes tokenizer.json)"
+            )
         if not os.path.isdir(save_directory):
             raise TokenizerError(f"{save_directory}: save_vocabulary needs an existing directory")
         name = f"{filename_prefix}-{VOCAB_FILE}" if filename_prefix else VOCAB_FILE
