@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from ..token_ids import trusted_ids
 from .sampling import TokenChooser, mark_seen, seen_mask
+from .wired import wired_limit
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -85,9 +87,16 @@ class Step:
 
     tokens: list[int]
     running: list[bool]
+    from_draft: list[bool] | None = None  # speculative decoding: which tokens were accepted drafts
 
 
-def decode(
+def decode(model, *args, **kwargs) -> Iterator[Step]:
+    """`_decode` (below) with the model's memory wired on a Mac while it runs."""
+    with wired_limit(model):
+        yield from _decode(model, *args, **kwargs)
+
+
+def _decode(
     model,
     cache: Sequence,
     prompt: mx.array,
@@ -139,14 +148,15 @@ def decode(
             attention_mask = mx.concatenate([attention_mask, ones], axis=1)
             # A 4D boolean mask is used as given: no host round trip to inspect a 2D one every step.
             step_mask = attention_mask.astype(mx.bool_)[:, None, None, :]
-        out = model(
-            token[:, None],
-            attention_mask=step_mask,
-            position_ids=next_position,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        with trusted_ids():  # sampled from the model's own logits: in range, no host read-back needed
+            out = model(
+                token[:, None],
+                attention_mask=step_mask,
+                position_ids=next_position,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         if next_position is not None:
             next_position = next_position + 1
         return out.logits[:, -1, :]
