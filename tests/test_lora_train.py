@@ -189,3 +189,27 @@ def test_resume_adapter_file_starts_from_the_saved_weights(tmp_path):
     for key, value in tree_flatten(fresh.trainable_parameters()):
         np.testing.assert_array_equal(np.array(value), saved["base_model.model." + key], err_msg=key)
     assert len(saved) == len(tree_flatten(fresh.trainable_parameters())) == 8  # 2 layers x q,v x A,B
+
+
+def test_cli_token_classification_with_named_labels(tmp_path):
+    """String labels set a 3-label head; load(adapter_path=) rebuilds it from the adapter; PEFT agrees."""
+    from mlx_llama.cli import main
+
+    save_base(tmp_path / "base", vocab_size=VOCAB)
+    rows = [{"tokens": ["Emma", "walked", "to", "Highbury"], "labels": ["PER", "O", "O", "LOC"]},
+            {"tokens": ["Mr.", "Knightley", "came"], "labels": ["PER", "PER", "O"]}] * 4
+    (tmp_path / "data").mkdir()
+    for name in ("train", "valid"):
+        (tmp_path / "data" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["lora", "--model", str(tmp_path / "base"), "--task", "token-classification", "--data",
+                 str(tmp_path / "data"), "--adapter-path", str(tmp_path / "adapter"), "--iters", "3",
+                 "--batch-size", "2", "--learning-rate", "1e-2", "--quiet"]) == 0
+    with pytest.warns(UserWarning):  # the causal checkpoint has no token-classification head
+        model, tok = mlx_llama.load(tmp_path / "base", adapter_path=tmp_path / "adapter")
+    assert type(model).__name__ == "LlamaForTokenClassification" and model.config.num_labels == 3
+    ids = token_ids() * 7 % VOCAB + 3
+    hf = transformers.LlamaForTokenClassification.from_pretrained(tmp_path / "base", num_labels=3).eval()
+    peft_m = peft.PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        expected = peft_m(input_ids=torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(np.array(model(mx.array(ids)).logits), expected, atol=1e-4, rtol=1e-4)
