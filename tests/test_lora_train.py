@@ -213,3 +213,21 @@ def test_cli_token_classification_with_named_labels(tmp_path):
     with torch.no_grad():
         expected = peft_m(input_ids=torch.tensor(ids)).logits.numpy()
     np.testing.assert_allclose(np.array(model(mx.array(ids)).logits), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_full_fine_tune_saves_a_model_transformers_loads(tmp_path):
+    save_base(tmp_path / "base", vocab_size=VOCAB)
+    write_data(tmp_path / "data", "causal-lm")
+    model = mlx_llama.LlamaForCausalLM.from_pretrained(tmp_path / "base")
+    tok = mlx_llama.LlamaTokenizer.from_pretrained(tmp_path / "base")
+    finetune(model, tok, tmp_path / "data", tmp_path / "full", LoraConfig(),
+             TrainingArgs(iters=2, batch_size=4, learning_rate=1e-3, steps_per_eval=100), fine_tune_type="full")
+    hf, info = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "full", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    ids = token_ids() * 7 % VOCAB + 3
+    with torch.no_grad():
+        expected = hf.eval()(input_ids=torch.tensor(ids)).logits.numpy()
+        before = hf_base(tmp_path / "base", "LlamaForCausalLM")(input_ids=torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(np.array(model(mx.array(ids)).logits), expected, atol=1e-4, rtol=1e-4)
+    assert np.abs(expected - before).max() > 1e-3  # every weight trained, so the model changed
+    assert (tmp_path / "full" / "tokenizer.model").is_file()
