@@ -74,12 +74,10 @@ def build_models(layers: int, dtype: str):
         else:
             model.set_dtype(getattr(mx, dtype))
         mx.eval(model.parameters())
-    fused = mlx_llama.LlamaForCausalLM(config)
-    fused.update(ours.parameters())
-    if dtype == "q4":  # same quantized arrays, fused afterwards
-        fused = mlx_llama.LlamaForCausalLM(config)
+    fused = mlx_llama.LlamaForCausalLM(config)  # the same arrays (quantized ones too), fused afterwards
+    if dtype == "q4":
         nn.quantize(fused, group_size=64, bits=4)
-        fused.update(ours.parameters())
+    fused.update(ours.parameters())
     from mlx_llama.modeling.fused import fuse_projections
 
     return {"ours": ours, "ours+fused": fuse_projections(fused), "mlx_lm": theirs}
