@@ -21,7 +21,7 @@ from ..cache import transformers_cache_options
 from ..errors import ConfigError
 from .loop import ProgressCallback, decode
 from .sampling import SamplingParams, TokenChooser
-from .speculative import SpeculativeStats, speculative_steps
+from .speculative import SpeculativeStats, assisted_generate, speculative_steps
 
 DEFAULT_MAX_LENGTH = 20  # Transformers' GenerationConfig.max_length
 
@@ -160,8 +160,7 @@ def stream_generate(
         raise ConfigError("the prompt is empty: give at least one token (a string prompt gets a BOS token)")
     eos = set(_eos_list(eos_token_id if eos_token_id is not None else tokenizer.eos_token_id))
     if cache is None:
-        cache = model.make_cache(**cache_options) if any(v is not None for v in cache_options.values()) else (
-            model.make_cache())
+        cache = model.make_cache(**{k: v for k, v in cache_options.items() if v is not None})
     detok = _detokenizer(tokenizer)
     stopper = _StopStrings(stop or [])
 
@@ -346,17 +345,11 @@ def model_generate(
     prompt = mx.array(ids.astype(np.int32))
     # An all-ones mask is the plain causal case: the model's default positions are the same.
     model_mask = None if mask.all() else mx.array(mask.astype(np.int32))
-    cache_options = transformers_cache_options(cache_implementation, cache_config)
-    cache = model.make_cache(**cache_options) if cache_options else model.make_cache()
+    cache = model.make_cache(**transformers_cache_options(cache_implementation, cache_config, model_mask is not None))
     if assistant_model is not None or prompt_lookup_num_tokens:
-        if batch != 1 or model_mask is not None:
-            raise ConfigError("assisted (speculative) generation takes one unpadded prompt (batch size 1)")
-        steps = speculative_steps(model, cache, ids[0].tolist(), TokenChooser(params, seed), new_tokens,
-                                  draft_model=assistant_model, num_draft_tokens=num_assistant_tokens,
-                                  prompt_lookup=prompt_lookup_num_tokens, seed=seed, eos_token_ids=eos,
-                                  prefill_step_size=prefill_step_size)
-        new = [step.tokens[0] for step in steps]
-        return mx.array(np.concatenate([ids, np.array([new], dtype=np.int64)], axis=1).astype(np.int32))
+        return assisted_generate(model, ids, model_mask, cache, TokenChooser(params, seed), new_tokens,
+                                 assistant_model, num_assistant_tokens, prompt_lookup_num_tokens, seed=seed,
+                                 eos_token_ids=eos, prefill_step_size=prefill_step_size)
     generated = []
     for step in decode(
         model,
