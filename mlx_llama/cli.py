@@ -2,7 +2,9 @@
 
 Generated text goes to stdout; notices, progress and statistics go to stderr, so output can be piped.
 Errors a user can cause (bad arguments, a missing model) are one line on stderr and exit status 2.
-Sampling defaults follow mlx-lm's CLI: --temp 0 is greedy; top-k, top-p and min-p are off unless set.
+Sampling defaults follow mlx-lm's CLI (--temp 0 is greedy; top-k, top-p and min-p are off unless set), except
+that a checkpoint whose generation_config.json samples (Llama 3 Instruct) is sampled with its settings, as
+Transformers does; its eos ids (e.g. <|eot_id|>) always end the answer.
 """
 
 from __future__ import annotations
@@ -32,16 +34,19 @@ class _Parser(argparse.ArgumentParser):
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model directory or Hugging Face Hub id (default: the bundled demo model)")
     p.add_argument("--dtype", help="compute dtype: float32, float16 or bfloat16 (default: the model's)")
-    p.add_argument("--max-tokens", type=int, default=256, help="most new tokens per answer (default 256)")
-    p.add_argument("--temp", type=float, default=0.0, help="sampling temperature; 0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 = off (default)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1 = off (default)")
+    # Unset length/sampling flags take the checkpoint's generation_config.json (see _generation_defaults).
+    p.add_argument("--max-tokens", type=int, help="most new tokens per answer (default: max_new_tokens or 256)")
+    p.add_argument("--temp", type=float, help="sampling temperature; 0 = greedy (default, unless the model samples)")
+    p.add_argument("--top-k", type=int, help="keep the k most likely tokens; 0 = off (default)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass; 1 = off (default)")
     p.add_argument("--min-p", type=float, default=0.0, help="min probability relative to the top; 0 = off")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL penalty; 1 = off (default)")
+    p.add_argument("--repetition-penalty", type=float, help="CTRL penalty; 1 = off (default)")
     p.add_argument("--seed", type=int, help="random seed, for repeatable sampling")
     p.add_argument("--system", help="system prompt (with a chat format)")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--prefill-step-size", type=int, default=512, help="prompt tokens per prefill chunk")
+    p.add_argument("--allow-long-prompt", action="store_true",
+                   help="run prompts longer than the model's max_position_embeddings (slow, degraded output)")
     p.add_argument("--quiet", action="store_true", help="no notices, progress or statistics on stderr")
     p.add_argument("--parallel", choices=("tensor", "pipeline"),
                    help="split the model over the ranks started by mlx.launch; rank 0 reads input and prints")
@@ -69,17 +74,51 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.max_tokens < 1:
+    if args.max_tokens is not None and args.max_tokens < 1:
         raise MlxLlamaError(f"--max-tokens must be at least 1, got {args.max_tokens}")
     if args.prefill_step_size < 1:
         raise MlxLlamaError(f"--prefill-step-size must be at least 1, got {args.prefill_step_size}")
-    if args.temp < 0:
+    if args.temp is not None and args.temp < 0:
         raise MlxLlamaError(f"--temp must be >= 0, got {args.temp}")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise MlxLlamaError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
     if args.parallel:
         from .parallel import is_main_rank
 
         if not is_main_rank():  # the other ranks compute the same tokens silently
             sys.stdout, args.quiet = open(os.devnull, "w"), True
+
+
+def _decode_stdin(data: bytes | str, where: str) -> str:
+    """Bytes read from stdin as text, or a one-line error for bytes that are not UTF-8."""
+    if isinstance(data, str):  # a text stream without a byte buffer (tests, embedding applications)
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MlxLlamaError(
+            f"{where} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def _stdin():
+    """stdin's byte stream where it has one, else the text stream."""
+    return getattr(sys.stdin, "buffer", sys.stdin)
+
+
+def _generation_defaults(args: argparse.Namespace, model) -> None:
+    """Fill unset flags from the checkpoint's generation config (its sampling settings when it samples, its
+    max_new_tokens); without one: greedy, 256 tokens."""
+    from .generation.config import sampling_defaults
+
+    config = getattr(model, "generation_config", None)
+    defaults = sampling_defaults(config)
+    for flag, key in (("temp", "temperature"), ("top_k", "top_k"), ("top_p", "top_p"),
+                      ("repetition_penalty", "repetition_penalty")):  # fmt: skip
+        if getattr(args, flag) is None:
+            setattr(args, flag, defaults[key])
+    if args.max_tokens is None:
+        args.max_tokens = getattr(config, "max_new_tokens", None) or 256
 
 
 def _load(args: argparse.Namespace):
@@ -129,17 +168,29 @@ def _sampling(args: argparse.Namespace) -> dict:
 
 def _stream(model, tokenizer, prompt, args: argparse.Namespace, cache=None, stop=None):
     """Print a generation to stdout as it comes; return (text, generated ids, last response)."""
-    from .generation.api import stream_generate
+    import warnings
 
+    from .generation.api import _encode_prompt, _vocab_size, check_prompt_length, stream_generate
+
+    _generation_defaults(args, model)
     kwargs = _sampling(args)
     if stop is not None:
         kwargs["stop"] = stop
+    prompt = _encode_prompt(tokenizer, prompt, _vocab_size(model))
+    too_long = check_prompt_length(model, len(prompt), cache[0].offset if cache else 0)
+    if too_long and not args.allow_long_prompt:
+        raise MlxLlamaError(f"{too_long}; pass --allow-long-prompt to run it anyway")
+    if too_long and not args.quiet:
+        print(f"warning: {too_long}", file=sys.stderr)
     parts, ids, last = [], [], None
-    for last in stream_generate(model, tokenizer, prompt, args.max_tokens, cache=cache, **kwargs):
-        ids.append(last.token)
-        if last.text:
-            print(last.text, end="", flush=True)
-            parts.append(last.text)
+    with warnings.catch_warnings():
+        if too_long:  # allowed with --allow-long-prompt: no second notice from the API
+            warnings.simplefilter("ignore")
+        for last in stream_generate(model, tokenizer, prompt, args.max_tokens, cache=cache, **kwargs):
+            ids.append(last.token)
+            if last.text:
+                print(last.text, end="", flush=True)
+                parts.append(last.text)
     print(flush=True)
     return "".join(parts), ids, last
 
@@ -153,11 +204,11 @@ def _print_stats(last, args: argparse.Namespace) -> None:
 
 def run_generate(args: argparse.Namespace) -> None:
     _check_args(args)
-    text = sys.stdin.read() if args.prompt == "-" and not args.parallel else args.prompt
+    text = _decode_stdin(_stdin().read(), "stdin") if args.prompt == "-" and not args.parallel else args.prompt
     if args.parallel and args.prompt == "-":
         from .parallel import broadcast_text, is_main_rank
 
-        text = broadcast_text(sys.stdin.read() if is_main_rank() else None)
+        text = broadcast_text(_decode_stdin(_stdin().read(), "stdin") if is_main_rank() else None)
     if not text.strip():
         raise MlxLlamaError("the prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
     model, tokenizer = _load(args)
@@ -229,11 +280,15 @@ class ChatSession:
 def _read_lines():
     """User messages: an interactive prompt on a terminal, plain lines from a pipe."""
     interactive = sys.stdin.isatty()
+    number = 0
     while True:
+        number += 1
         try:
-            line = input("> ") if interactive else sys.stdin.readline()
+            line = input("> ") if interactive else _decode_stdin(_stdin().readline(), f"stdin line {number}")
         except EOFError:
             return
+        except UnicodeDecodeError:
+            raise MlxLlamaError(f"stdin line {number} is not valid UTF-8") from None
         if not interactive and line == "":
             return
         yield line.rstrip("\n")

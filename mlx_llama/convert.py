@@ -27,11 +27,14 @@ import numpy as np
 from .checkpoint import hub
 from .checkpoint.dtypes import BY_NAME, FLOATS
 from .checkpoint.layers import check_layer_count
+from .checkpoint.meta import VERSIONS
 from .checkpoint.safetensors_io import checkpoint_files, parse_size, read_safetensors_header
 from .checkpoint.shards import Entry, ShardWriter
 from .checkpoint.sources import Source, open_source
 from .checkpoint.spec import TensorSpec
 from .config import QUANT_BITS, QUANT_GROUP_SIZES
+from .convert_aliases import add_seed_flags, apply_seed_flags
+from .convert_tokenizer import check_tokenizer
 from .dtypes import dtype_name, parse_dtype
 from .errors import ConfigError, ConversionError, MlxLlamaError, shorten
 
@@ -227,6 +230,7 @@ def _run_job(job: _Job, source: Source, src_dtypes: dict[str, str], writer: Shar
 def _output_config(src: Source, options: _Options) -> dict:
     """The config.json to write: the source's, with dtype and quantization settings of this conversion."""
     config, path = dict(src.config), src.directory / "config.json"
+    _check_config(config, str(path))
     quant = config.get("quantization")
     if options.dequantize and not isinstance(quant, dict):
         raise ConversionError(f"{path}: --dequantize needs a quantized MLX model (no 'quantization')")
@@ -242,6 +246,16 @@ def _output_config(src: Source, options: _Options) -> dict:
     if options.quantize:
         config["quantization"] = {"group_size": options.quantize[0], "bits": options.quantize[1]}
     return config
+
+
+def _check_config(config: dict, where: str) -> None:
+    """The source's config.json is one the model classes accept (checked before any weight is read)."""
+    from .loading import model_class
+
+    try:
+        model_class(config, where).config_class.from_dict(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _check_loadable(config: dict, tensors: dict, where: str) -> None:
@@ -411,6 +425,7 @@ def convert(
     force: bool = False,
     revision: str | None = None,
     llama_version: str | None = None,
+    instruct: bool = False,
     quiet: bool | None = None,
     allow_nonfinite: bool = False,
 ) -> Path:
@@ -425,7 +440,7 @@ def convert(
         raise ConversionError(f"{output}: already exists; pass --force to replace it")
     src_dir = hub.resolve_source(source, revision)
     _check_output(output, src_dir, force)
-    src = open_source(src_dir, llama_version)
+    src = open_source(src_dir, llama_version, instruct)
     config = _output_config(src, options)
     dequant = src.config.get("quantization") if options.dequantize else None
     jobs = _plan(src.specs(), options.dtype, options.quantize, dequant)
@@ -436,14 +451,16 @@ def convert(
         _check_written(tmp, written)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         src.write_tokenizer(tmp)
+        check_tokenizer(src_dir, tmp)
         _replace(tmp, output)
     return output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `convert` options, shared by `python convert.py` and `mlx-llama convert`."""
-    parser.add_argument("source", help="Transformers or Meta checkpoint directory, or a Hugging Face Hub repo id")
-    parser.add_argument("output", help="output directory (must not exist unless --force)")
+    parser.add_argument("source", nargs="?", help="Transformers or Meta checkpoint directory, or a Hub repo id")
+    parser.add_argument("output", nargs="?", help="output directory (must not exist unless --force)")
+    add_seed_flags(parser)  # --input_dir, --output_dir, --model_size, --safe_serialization
     parser.add_argument("--dtype", default="float16", help="float16 (default), bfloat16 or float32")
     parser.add_argument("-q", "--quantize", action="store_true", help="quantize Linear and embedding weights")
     parser.add_argument("--q-bits", type=int, choices=Q_BITS, default=4, help="bits per weight (default 4)")
@@ -451,7 +468,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dequantize", action="store_true", help="turn a quantized MLX model back into floats")
     parser.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) for a repo id")
-    parser.add_argument("--llama-version", choices=("1", "2"), help="only when params.json cannot tell")
+    parser.add_argument(
+        "--llama-version", "--llama_version", choices=VERSIONS,
+        help="Meta checkpoints: only when the files cannot tell (3.2 always)",
+    )
+    parser.add_argument("--instruct", action="store_true", help="Meta Llama 3.x Instruct: chat template, stop ids")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--allow-nonfinite", action="store_true", help="convert weights holding NaN or Inf")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -459,6 +480,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Path:
     """Run a conversion from parsed arguments; raises MlxLlamaError for bad input."""
+    apply_seed_flags(args)
     return convert(
         args.source,
         args.output,
@@ -471,6 +493,7 @@ def run(args: argparse.Namespace) -> Path:
         force=args.force,
         revision=args.revision,
         llama_version=args.llama_version,
+        instruct=args.instruct,
         quiet=True if args.quiet else None,
         allow_nonfinite=args.allow_nonfinite,
     )

@@ -21,8 +21,9 @@ class ConversionError(MlxLlamaError):
     """Conversion cannot proceed (bad source layout, overflow in a cast, existing output)."""
 
 
-class InputError(MlxLlamaError, ValueError):
-    """A bad argument to a model or generation call (token ids out of range, wrong shapes or types)."""
+class InputError(ConfigError):
+    """A bad argument to a model or generation call (token ids out of range, wrong shapes or types); a
+    ConfigError (and so a ValueError) as the generation API raised before it existed."""
 
 
 def shorten(value: object, limit: int = 80) -> str:

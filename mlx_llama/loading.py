@@ -14,7 +14,7 @@ from typing import Any
 import mlx.core as mx
 
 from .config import read_config_json
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, shorten
 
 DEMO_MODEL = Path(__file__).parent / "assets" / "demo"  # the small demo checkpoint shipped in the package
 
@@ -27,6 +27,7 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "LlamaModel": ("mlx_llama.modeling.llama", "LlamaModel"),
     "OpenLlamaForCausalLM": ("mlx_llama.modeling.open_llama", "OpenLlamaForCausalLM"),
     "OpenLlamaForSequenceClassification": ("mlx_llama.modeling.open_llama", "OpenLlamaForSequenceClassification"),
+    "OpenLlamaModel": ("mlx_llama.modeling.open_llama", "OpenLlamaModel"),
 }
 
 # model_type -> the architecture used when `architectures` is missing or names nothing known.
@@ -40,6 +41,8 @@ def resolve_model_path(path_or_repo_id: str | os.PathLike) -> Path:
     """A local directory as is; an `owner/name` Hub id through huggingface_hub (HF_HUB_OFFLINE: cache only)."""
     from .checkpoint import hub
 
+    if not isinstance(path_or_repo_id, (str, os.PathLike)) or not str(path_or_repo_id):
+        raise ConfigError(f"expected a model directory or Hub id, got {shorten(path_or_repo_id)}")
     path = Path(path_or_repo_id).expanduser()
     if path.is_dir():
         return path
@@ -101,4 +104,19 @@ def load(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None
     rank's part of the weights (see `mlx_llama.parallel`).
     """
     path = resolve_model_path(path_or_repo_id)
-    return load_model(path, dtype=dtype, parallel=parallel), load_tokenizer(path)
+    model, tokenizer = load_model(path, dtype=dtype, parallel=parallel), load_tokenizer(path)
+    check_vocab_fits(model, tokenizer, path)
+    return model, tokenizer
+
+
+def check_vocab_fits(model, tokenizer, path: Path) -> None:
+    """Every id the tokenizer can produce must be a row of the model's embedding (else it reads garbage)."""
+    vocab = model.config.vocab_size
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    ids = get_vocab().values() if callable(get_vocab) else range(len(tokenizer))
+    top = max(ids, default=-1)
+    if top >= vocab:
+        raise CheckpointError(
+            f"{path}: the tokenizer has token id {top}, but the model's vocab_size is {vocab} (ids 0 .. "
+            f"{vocab - 1}); the tokenizer files do not belong to this model"
+        )

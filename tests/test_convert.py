@@ -85,11 +85,12 @@ def test_meta_bf16_shards_to_float32(tmp_path, tokenizer, vocab, kv_heads, eps, 
     assert mlx_llama.LlamaTokenizer.from_pretrained(out)(text)["input_ids"] == [1, *sp.encode(text)]
 
 
-def test_transformers_safetensors_shards(tmp_path, vocab):
+def test_transformers_safetensors_shards(tmp_path, tokenizer, vocab):
     ref = hf_llama(vocab, kv_heads=4, bf16=False, seed=3)
     src = tmp_path / "hf"
     ref.save_pretrained(src, max_shard_size="100KB")
-    (src / "tokenizer_config.json").write_text("{}")
+    (src / "tokenizer_config.json").write_text('{"legacy": true}')
+    (src / "tokenizer.model").write_bytes(tokenizer.read_bytes())
     assert len(list(src.glob("*.safetensors"))) > 1
     out = tmp_path / "out"
     assert main([str(src), str(out), "--dtype", "float32", "--max-shard-size", "200KB", "--quiet"]) == 0

@@ -56,8 +56,10 @@ def test_version_detection(tmp_path):
     assert detect_version({"norm_eps": 3e-6}, "1", where) == "1"
     with pytest.raises(ConversionError, match="--llama-version"):
         detect_version({"norm_eps": 3e-6}, None, where)
-    with pytest.raises(ConversionError, match="Llama 3"):
-        detect_version({"norm_eps": 1e-5, "vocab_size": 128256, "rope_theta": 500000.0}, None, where)
+    llama3 = {"norm_eps": 1e-5, "vocab_size": 128256, "rope_theta": 500000.0}
+    assert detect_version(llama3, None, where) == "3"
+    assert detect_version({**llama3, "use_scaled_rope": True}, None, where) == "3.1"
+    assert detect_version({**llama3, "use_scaled_rope": True}, "3.2", where) == "3.2"
 
 
 def test_shards_sorted_by_number_not_by_directory_order(tmp_path):

@@ -156,5 +156,7 @@ def test_unsupported_options_are_errors(setup):
                dict(bad_words_ids=[[]])):
         with pytest.raises(ConfigError):
             model.generate(ids, max_new_tokens=2, **kw)
+    with pytest.raises(ConfigError, match="attention_mask="):
+        model.generate(ids, np.ones_like(ids), max_new_tokens=2)
     with pytest.warns(UserWarning, match="typical_p"):
         model.generate(ids, max_new_tokens=2, generation_config=transformers.GenerationConfig(typical_p=0.5))

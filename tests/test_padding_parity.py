@@ -92,3 +92,20 @@ def test_sequence_classification_padded(tmp_path, cls_name):
     out = ours(ids, attention_mask=mask, labels=labels)
     assert rel_err(out.logits, ref.logits) <= TOL
     assert abs(out.loss.item() - ref.loss.item()) <= LOSS_TOL
+
+
+def test_open_llama_causal_every_position(tmp_path):
+    from transformers.models.deprecated import open_llama as hf_ol
+
+    torch.manual_seed(0)
+    config = hf_ol.OpenLlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
+                                   num_attention_heads=4, max_position_embeddings=64, pad_token_id=0)
+    hf = hf_ol.OpenLlamaForCausalLM(config).eval()
+    hf.save_pretrained(tmp_path)
+    ours = mlx_llama.OpenLlamaForCausalLM.from_pretrained(tmp_path)
+    ids, mask = batch(7)
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask), labels=torch.tensor(ids))
+    out = ours(ids, attention_mask=mask, labels=ids)
+    assert rel_err(out.logits, ref.logits) <= TOL
+    assert abs(out.loss.item() - ref.loss.item()) <= LOSS_TOL

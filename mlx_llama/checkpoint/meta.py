@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import CheckpointError, ConversionError, shorten
 from ..jsonio import read_json_object
+from . import llama3, tiktoken_bpe
 from .spec import TensorSpec
 from .torch_pickle import LazyTensor, load_torch_file
 
@@ -45,7 +46,7 @@ _GLOBAL = {
 _DROPPED = {"rope.freqs"}  # precomputed rotary table in LLaMA 1 files; not a weight
 _LAYER_RE = re.compile(r"layers\.(\d+)\.(.+)")
 CONTEXT_LENGTH = {"1": 2048, "2": 4096}
-VERSIONS = tuple(CONTEXT_LENGTH)
+VERSIONS = (*CONTEXT_LENGTH, *llama3.LLAMA3_VERSIONS)
 
 
 def hf_name(meta_name: str) -> tuple[str, int | None] | None:
@@ -136,14 +137,14 @@ def find_tokenizer(directory: Path) -> Path | None:
     return None
 
 
-def detect_version(params: dict, override: str | None, path: Path) -> str:
-    """'1' or '2': LLaMA 1 ships norm_eps 1e-6, Llama 2 1e-5 (and GQA's n_kv_heads)."""
+def detect_version(params: dict, override: str | None, path: Path, tokenizer: Path | None = None) -> str:
+    """'1' or '2': LLaMA 1 ships norm_eps 1e-6, Llama 2 1e-5 (and GQA's n_kv_heads); 3.x: see `llama3`."""
     if override is not None:
         if str(override) not in VERSIONS:
             raise ConversionError(f"--llama-version {override!r}: expected one of {', '.join(VERSIONS)}")
         return str(override)
-    if params.get("vocab_size", -1) >= 100000 or params.get("use_scaled_rope") or params.get("rope_theta") == 5e5:
-        raise ConversionError(f"{path}: this looks like a Llama 3 checkpoint, which is not supported (LLaMA 1/2 only)")
+    if llama3.looks_like_llama3(params, tokenizer):
+        return llama3.infer_version(params)
     if "n_kv_heads" in params or params["norm_eps"] == 1e-5:
         return "2"
     if params["norm_eps"] == 1e-6:
@@ -166,16 +167,18 @@ def read_tokenizer(path: Path):
 class MetaCheckpoint:
     """An original Meta checkpoint directory, read lazily; `read(name)` builds one merged tensor."""
 
-    def __init__(self, directory: str | Path, llama_version: str | None = None):
+    def __init__(self, directory: str | Path, llama_version: str | None = None, instruct: bool = False):
         self.directory = Path(directory)
         self.params = read_params(self.directory)
-        self.version = detect_version(self.params, llama_version, self.directory / "params.json")
+        self.instruct = instruct
+        self.tokenizer_path = find_tokenizer(self.directory)
+        self.version = detect_version(self.params, llama_version, self.directory / "params.json", self.tokenizer_path)
+        self.is_llama3 = self.version in llama3.LLAMA3_VERSIONS
         paths = find_shards(self.directory)
         if not paths:
             raise CheckpointError(f"{self.directory}: params.json found but no consolidated.NN.pth shard")
         self.shard_paths = paths
         self.shards = [load_torch_file(p) for p in paths]
-        self.tokenizer_path = find_tokenizer(self.directory)
         self._sources: dict[str, tuple[str, int | None]] = {}
         self._specs = self._plan()
         self.config = self._derive_config()
@@ -199,6 +202,8 @@ class MetaCheckpoint:
             if mapped is None:
                 continue
             name, axis = mapped
+            if self.is_llama3 and name == "model.embed_tokens.weight":
+                axis = 0  # Llama 3 splits the embedding over the vocabulary (VocabParallelEmbedding)
             shape, dtype = self._check_shards(meta, axis)
             if axis is not None:
                 shape = tuple(n * len(self.shards) if i == axis else n for i, n in enumerate(shape))
@@ -256,9 +261,12 @@ class MetaCheckpoint:
                                   "in params.json")
         for name, want in expected.items():
             got = shapes.get(name)
-            if got is None or len(got) != len(want) or any(w not in (None, g) for w, g in zip(want, got)):
-                raise CheckpointError(f"{self.shard_paths[0]}: {name} has merged shape {got}, params.json implies "
-                                      f"{list(want)}".replace("None", "vocab"))
+            if got is None:
+                raise CheckpointError(f"{self.shard_paths[0]}: {name} is missing (params.json has n_layers {n_layers})")
+            if len(got) != len(want) or any(w not in (None, g) for w, g in zip(want, got)):
+                implied = ["vocab" if w is None else w for w in want]
+                raise CheckpointError(f"{self.shard_paths[0]}: {name} has merged shape {list(got)}, params.json "
+                                      f"implies {implied}")
 
     def _vocab(self) -> tuple[int, int, int]:
         """(vocab_size, bos id, eos id): params.json, the tokenizer and the embedding rows must agree."""
@@ -268,7 +276,9 @@ class MetaCheckpoint:
             raise CheckpointError(f"{self.shard_paths[0]}: output.weight has {shapes['lm_head.weight'][0]} rows, "
                                   f"the embedding {rows}")
         vocab, bos, eos = self.params.get("vocab_size", -1), 1, 2
-        if self.tokenizer_path is not None:
+        if self.is_llama3:
+            vocab = self._llama3_vocab(vocab, rows)
+        elif self.tokenizer_path is not None:
             sp = read_tokenizer(self.tokenizer_path)
             sp_vocab, bos, eos = sp.GetPieceSize(), sp.bos_id(), sp.eos_id()
             if sp_vocab != rows:
@@ -289,8 +299,8 @@ class MetaCheckpoint:
         vocab, bos, eos = self._vocab()
         rope_theta = float(p.get("rope_theta") or 10000.0)
         # CodeLlama (rope_theta 1e6) was trained to 16384 positions.
-        max_pos = 16384 if rope_theta > 10000 else CONTEXT_LENGTH[self.version]
-        return {
+        max_pos = 16384 if rope_theta > 10000 else CONTEXT_LENGTH.get(self.version, 0)
+        config = {
             "architectures": ["LlamaForCausalLM"], "model_type": "llama",
             "hidden_size": p["dim"], "intermediate_size": ffn, "num_attention_heads": n_heads,
             "num_key_value_heads": n_kv, "num_hidden_layers": p["n_layers"], "head_dim": head_dim,
@@ -299,11 +309,33 @@ class MetaCheckpoint:
             "mlp_bias": False, "attention_dropout": 0.0, "initializer_range": 0.02, "pretraining_tp": 1,
             "tie_word_embeddings": False, "use_cache": True, "bos_token_id": bos, "eos_token_id": eos,
         }
+        if self.is_llama3:
+            config.update(llama3.config_updates(self.version, p, self.instruct, n_base=vocab - llama3.NUM_SPECIAL))
+        return config
+
+    def _llama3_vocab(self, vocab: int, rows: int) -> int:
+        """The vocabulary of a 3.x checkpoint: its tiktoken file's tokens + 256 specials must fill the embedding."""
+        if self.tokenizer_path is not None:
+            where = self.tokenizer_path
+            if not llama3.is_tiktoken_file(where):
+                raise CheckpointError(f"{where}: a Llama 3 checkpoint needs Meta's tiktoken tokenizer.model")
+            n = llama3.vocab_size(where)
+            if n != rows:
+                raise CheckpointError(f"{where}: {n} tokens with the specials, but the embedding has {rows} rows")
+            vocab = n if vocab <= 0 else vocab
+        return rows if vocab <= 0 else vocab
 
     def write_tokenizer(self, out: Path) -> None:
-        """tokenizer.model plus the configs Transformers' LlamaTokenizer reads (LLaMA 1/2 conventions)."""
+        """tokenizer.model plus the configs Transformers' LlamaTokenizer reads (LLaMA 1/2 conventions); for
+        Llama 3.x a tokenizer.json made from the tiktoken file, and generation_config.json."""
         if self.tokenizer_path is None:
             print(f"warning: no tokenizer.model beside {self.directory}; the output has no tokenizer", file=sys.stderr)
+            return
+        if self.is_llama3:
+            context = self.config["max_position_embeddings"]
+            tiktoken_bpe.write_tokenizer(self.tokenizer_path, out, self.version, context, self.instruct)
+            gen = llama3.generation_config(self.version, self.instruct, self.config["bos_token_id"])
+            (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
             return
         shutil.copyfile(self.tokenizer_path, out / "tokenizer.model")
         sp = read_tokenizer(self.tokenizer_path)

@@ -28,7 +28,7 @@ class Source(Protocol):
     def write_tokenizer(self, out: Path) -> None: ...
 
 
-def open_source(directory: Path, llama_version: str | None = None) -> Source:
+def open_source(directory: Path, llama_version: str | None = None, instruct: bool = False) -> Source:
     """Detect the layout from the files present."""
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a directory")
@@ -37,5 +37,5 @@ def open_source(directory: Path, llama_version: str | None = None) -> Source:
     if (directory / "config.json").is_file():
         return TransformersSource(directory)
     if (directory / "params.json").is_file() or any(directory.glob("consolidated.*.pth")):
-        return MetaCheckpoint(directory, llama_version)
+        return MetaCheckpoint(directory, llama_version, instruct)
     raise CheckpointError(f"{directory}: neither config.json (Transformers layout) nor params.json (Meta layout) found")

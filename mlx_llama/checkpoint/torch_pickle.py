@@ -206,8 +206,10 @@ def load_torch_file(path: str | Path) -> dict[str, LazyTensor]:
     with archive:
         try:
             obj = _unpickle(path, archive)
-        except CheckpointError:
-            raise
+        except CheckpointError as exc:
+            if str(exc).startswith(str(path)):
+                raise
+            raise CheckpointError(f"{path}: {exc}") from None
         except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError, struct.error,
                 AttributeError, IndexError, KeyError, OverflowError, MemoryError, RecursionError, OSError) as exc:
             raise CheckpointError(f"{path}: corrupt pickle ({type(exc).__name__}: {shorten(str(exc), 120)})") from None

@@ -26,6 +26,7 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "added_tokens.json",
     "chat_template.jinja",
+    "chat_template.json",
     "generation_config.json",
 )
 _LAYOUTS: tuple[tuple[str, str, Callable[[Path], dict[str, LazyTensor]]], ...] = (
@@ -86,3 +87,10 @@ class TransformersSource:
             path = inside(self.directory, name, str(self.directory))
             if path.is_file():
                 shutil.copyfile(path, out / name)
+        templates = self.directory / "additional_chat_templates"  # named templates, one .jinja file each
+        if templates.is_dir() and not templates.is_symlink():
+            (out / templates.name).mkdir()
+            for entry in sorted(templates.glob("*.jinja")):
+                path = inside(self.directory, f"{templates.name}/{entry.name}", str(self.directory))
+                if path.is_file():
+                    shutil.copyfile(path, out / templates.name / entry.name)

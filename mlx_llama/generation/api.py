@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
+from ..token_ids import check_ids
 from .beam import BeamSettings, beam_search
+from .config import stop_ids
 from .loop import ProgressCallback, decode
 from .options import GenerationOptions, resolve_options
 from .outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
@@ -113,13 +115,32 @@ def _eos_list(value) -> list[int]:
     return [int(v) for v in value]
 
 
-def _encode_prompt(tokenizer, prompt: str | Sequence[int] | mx.array) -> list[int]:
+def _vocab_size(model) -> int:
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    return vocab if isinstance(vocab, int) else 2**31 - 1  # another model checks its own ids
+
+
+def check_prompt_length(model, n: int, cached: int = 0) -> str | None:
+    """A warning text when `cached + n` positions exceed the model's max_position_embeddings, else None."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and cached + n > limit:
+        return (f"the prompt needs {cached + n} positions but the model was trained on {limit} "
+                "(max_position_embeddings); expect degraded output and quadratic time")
+    return None
+
+
+def _encode_prompt(tokenizer, prompt: str | Sequence[int] | mx.array, vocab_size: int = 2**31 - 1) -> list[int]:
     if isinstance(prompt, str):
         # A prompt already rendered with its "<s>" (e.g. a chat template as text) must not get a second BOS.
         bos = getattr(tokenizer, "bos_token", None)
         has_bos = bool(bos) and prompt.startswith(bos)
-        return list(tokenizer.encode(prompt, add_special_tokens=not has_bos))
-    return [int(t) for t in (prompt.tolist() if isinstance(prompt, mx.array) else prompt)]
+        ids = list(tokenizer.encode(prompt, add_special_tokens=not has_bos))
+        if not ids:
+            return ids
+        return check_ids([ids], vocab_size, "the encoded prompt").tolist()[0]
+    if isinstance(prompt, (list, tuple)) and not prompt:
+        return []
+    return check_ids(prompt, vocab_size, "prompt", ndim=1).tolist()
 
 
 def stream_generate(
@@ -143,16 +164,20 @@ def stream_generate(
     """Yield one GenerationResponse per generated token, text already detokenized.
 
     A string prompt is encoded with the tokenizer's special tokens (BOS); ids are used as given (e.g. a
-    chat template's output). `temperature=0` is greedy. Generation ends at an eos id ("stop", its text is
+    chat template's output). `temperature=0` is greedy. Generation ends at an eos id (the tokenizer's and
+    every one in `model.generation_config`, unless `eos_token_id` is given: "stop", its text is
     not emitted), at a stop string ("stop", the text is cut before it) or after `max_tokens` ("length").
     Pass `cache` (from `model.make_cache()`) to continue a conversation without re-reading its history:
     the prompt is then only the new tokens.
     """
     params = SamplingParams.from_temperature(temperature, top_k, top_p, min_p, repetition_penalty)
-    ids = _encode_prompt(tokenizer, prompt)
+    ids = _encode_prompt(tokenizer, prompt, _vocab_size(model))
     if not ids:
         raise ConfigError("the prompt is empty: give at least one token (a string prompt gets a BOS token)")
-    eos = set(_eos_list(eos_token_id if eos_token_id is not None else tokenizer.eos_token_id))
+    too_long = check_prompt_length(model, len(ids), cache[0].offset if cache else 0)
+    if too_long:
+        warnings.warn(too_long, stacklevel=2)
+    eos = set(_eos_list(eos_token_id)) if eos_token_id is not None else stop_ids(model, tokenizer)
     cache = model.make_cache() if cache is None else cache
     detok = _detokenizer(tokenizer)
     stopper = _StopStrings(stop or [])
@@ -235,18 +260,15 @@ def _memory(gigabytes: float) -> str:
     return f"{gigabytes:.3f} GB" if gigabytes >= 1 else f"{gigabytes * 1000:.1f} MB"
 
 
-def _as_ids(input_ids) -> np.ndarray:
-    if isinstance(input_ids, mx.array):
-        arr = np.array(input_ids)
-    elif hasattr(input_ids, "detach"):  # a torch tensor, as Transformers users pass
-        arr = input_ids.detach().cpu().numpy()
-    else:
-        arr = np.asarray(input_ids)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] == 0 or not np.issubdtype(arr.dtype, np.integer):
-        raise ConfigError(f"input_ids must be a non-empty [batch, length] id array, got shape {arr.shape}")
-    return arr.astype(np.int64)
+def _as_ids(input_ids, vocab_size: int = 2**31 - 1, what: str = "input_ids") -> np.ndarray:
+    """A [batch, length] int64 array (1-D ids are one row); InputError for anything else or ids out of range."""
+    try:
+        ndim = input_ids.ndim if isinstance(input_ids, mx.array) else np.ndim(input_ids)
+    except (ValueError, TypeError):
+        ndim = 2  # ragged or odd: check_ids says what is wrong
+    ids = check_ids(input_ids, vocab_size, what, ndim=1 if ndim == 1 else 2)
+    arr = np.array(ids, dtype=np.int64)
+    return arr[None, :] if arr.ndim == 1 else arr
 
 
 def special_ids(config, eos_token_id, pad_token_id) -> tuple[list[int], int]:
@@ -284,7 +306,10 @@ def infer_attention_mask(ids: np.ndarray, attention_mask, pad_token_id: int, eos
     if attention_mask is None:
         infer = pad_token_id not in eos and bool((ids == pad_token_id).any())
         return (ids != pad_token_id).astype(np.int64) if infer else np.ones_like(ids)
-    mask = _as_ids(attention_mask)
+    try:
+        mask = _as_ids(attention_mask, 2, "attention_mask")
+    except InputError as exc:
+        raise InputError(f"{exc} (attention_mask holds only 0 and 1)") from None
     if mask.shape != ids.shape:
         raise ConfigError(f"attention_mask has shape {mask.shape} but input_ids has shape {ids.shape}")
     return mask
@@ -393,7 +418,7 @@ def model_generate(model, input_ids=None, generation_config=None, *, attention_m
     `return_dict_in_generate=True` returns Transformers' output dataclasses.
     """
     options = resolve_options(model, generation_config, kwargs)
-    ids = _as_ids(input_ids if input_ids is not None else inputs)
+    ids = _as_ids(input_ids if input_ids is not None else inputs, _vocab_size(model))
     eos, pad_token_id = special_ids(model.config, options.eos_token_id, options.pad_token_id)
     new_tokens = new_token_count(model.config, ids.shape[1], options.max_length, options.max_new_tokens)
     mask = infer_attention_mask(ids, attention_mask, pad_token_id, eos)

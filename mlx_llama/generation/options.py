@@ -83,11 +83,16 @@ def _non_default_items(config: Any) -> dict[str, Any]:
         items = dict(config)
     else:
         items = {k: v for k, v in vars(config).items() if not k.startswith("_")}
-    return {k: v for k, v in items.items() if k not in _FIELDS or v != getattr(_DEFAULTS, k)}
+    # GenerationConfig's max_length default of 20 means "20 new tokens", which is our None default as well.
+    return {k: v for k, v in items.items()
+            if k not in _FIELDS or (v != getattr(_DEFAULTS, k) and not (k == "max_length" and v == 20))}
 
 
 def resolve_options(model: Any, generation_config: Any, kwargs: dict[str, Any]) -> GenerationOptions:
     """Merge defaults, the model's generation config, a passed one and the keyword arguments."""
+    if generation_config is not None and (hasattr(generation_config, "shape") or isinstance(generation_config, list)):
+        raise ConfigError("generate()'s second positional argument is generation_config: pass the attention mask "
+                          "as attention_mask=...")
     unknown = sorted(set(kwargs) - _FIELDS)
     if unknown:
         raise ConfigError(f"generate() got unsupported argument(s) {', '.join(unknown)}; supported: "

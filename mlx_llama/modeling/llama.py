@@ -17,7 +17,10 @@ import numpy as np
 
 from ..cache import KVCache
 from ..config import LlamaConfig
+from ..errors import InputError
 from ..rope import RotaryEmbedding
+from ..token_ids import check_ids
+from .call_options import check_past_key_values, finish, positions_from_cache_position
 from .pretrained import PreTrainedModel
 
 
@@ -214,14 +217,19 @@ class LlamaModel(PreTrainedModel):
 
     def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
                  past_key_values: list[KVCache] | None = None, inputs_embeds: Any = None, use_cache: bool | None = None,
-                 output_attentions: bool = False, output_hidden_states: bool = False) -> BaseModelOutputWithPast:
+                 output_attentions: bool = False, output_hidden_states: bool = False, cache_position: Any = None,
+                 return_dict: bool | None = None) -> BaseModelOutputWithPast:
         """Run the decoder. A 2D `attention_mask` is a padding mask [B, past+T] (1 keep); a 4D one is additive."""
+        check_past_key_values(past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
-            h = self.embed(as_array(input_ids, mx.int32))
+            h = self.embed(check_ids(input_ids, self.vocab_size))
         else:
             h = as_array(inputs_embeds)
+            if h.ndim != 3 or h.shape[-1] != self.config.hidden_size:
+                raise InputError(f"inputs_embeds must be [batch, length, {self.config.hidden_size}], got "
+                                 f"shape {list(h.shape)}")
         h = self.after_embedding(h, from_ids=inputs_embeds is None)
         B, T = h.shape[:2]
         if use_cache is None:
@@ -229,6 +237,7 @@ class LlamaModel(PreTrainedModel):
         if past_key_values is None and use_cache:
             past_key_values = self.make_cache()
         past = past_key_values[0].offset if past_key_values else 0
+        positions_from_cache_position(cache_position, position_ids, past, T)
         positions = self.positions(position_ids, past, T)
         mask = self.build_mask(attention_mask, B, T, past, h.dtype)
 
@@ -243,12 +252,12 @@ class LlamaModel(PreTrainedModel):
         h = self.norm(h)
         if output_hidden_states:  # Transformers reports the final norm's output in place of the last layer's
             hidden_states[-1] = h
-        return BaseModelOutputWithPast(
+        return finish(BaseModelOutputWithPast(
             last_hidden_state=h,
             past_key_values=past_key_values if use_cache else None,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
-        )
+        ), return_dict)
 
     def after_embedding(self, h: mx.array, from_ids: bool) -> mx.array:
         """Hook for variants that transform the embeddings (Open-Llama's stable embedding)."""
@@ -278,10 +287,14 @@ class LlamaModel(PreTrainedModel):
         """None / "causal" for the fused kernel when nothing is padded, else an explicit mask."""
         if attention_mask is not None:
             attention_mask = as_array(attention_mask)
+            shape = tuple(attention_mask.shape)
             if attention_mask.ndim == 4:  # used as given: additive (0 / large negative) or boolean
+                if shape[0] not in (1, B) or shape[1] < 1 or shape[2:] != (T, past + T):
+                    raise InputError(f"a 4D attention_mask must be [{B}, heads, {T}, {past + T}], got {list(shape)}")
                 return attention_mask if attention_mask.dtype == mx.bool_ else attention_mask.astype(dtype)
-            if attention_mask.ndim != 2:
-                raise ValueError(f"attention_mask must be 2D [batch, seq] or 4D, got shape {attention_mask.shape}")
+            if attention_mask.ndim != 2 or shape != (B, past + T):
+                raise InputError(f"attention_mask must be [batch, past + length] = [{B}, {past + T}] (or 4D), "
+                                 f"got shape {list(shape)}")
             if attention_mask.shape[1] < past + T or not mx.all(attention_mask[:, : past + T]).item():
                 return padding_causal_mask(attention_mask, T, past, dtype)
         return "causal" if T > 1 else None

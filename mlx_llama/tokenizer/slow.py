@@ -183,6 +183,16 @@ class LlamaTokenizer(TokenizerBase):
         write_json(map_out, special_map)
         return vocab_out, config_out, map_out
 
+    def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str]:
+        """Write the sentencepiece model only, as `[prefix-]tokenizer.model`; returns `(path,)` as Transformers."""
+        if not os.path.isdir(save_directory):
+            raise TokenizerError(f"{save_directory}: save_vocabulary needs an existing directory")
+        name = f"{filename_prefix}-{VOCAB_FILE}" if filename_prefix else VOCAB_FILE
+        out = os.path.join(os.fspath(save_directory), name)
+        with open(out, "wb") as f:
+            f.write(self._model_bytes)
+        return (out,)
+
     def _register(self, tokens: Iterable[AddedToken]) -> int:
         """Give each token an id: its piece id if SentencePiece knows it, else the next free id."""
         added = 0
