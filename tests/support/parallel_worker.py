@@ -38,6 +38,7 @@ def run_checks(model, tokenizer) -> dict:
     logits = model(mx.array(FORWARD)).logits.astype(mx.float32)
     text = mlx_llama.generate(model, tokenizer, "a small boat", 6, eos_token_id=[])
     return {"greedy": greedy, "continued": first + second, "batch": batch.tolist(), "text": text,
+            "cache_bytes": sum(layer.nbytes for layer in cache),
             "logits": logits.reshape(-1).tolist()}
 
 
