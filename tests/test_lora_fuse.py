@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from lora_helpers import outputs, peft_model, save_base, token_ids
+from support.lora import outputs, peft_model, save_base, token_ids
 
 import mlx_llama
 from mlx_llama.cli import main

@@ -12,8 +12,8 @@ import peft
 import pytest
 import torch
 import transformers
-from lora_helpers import TASKS, outputs, peft_model, save_base, token_ids
 from mlx.utils import tree_flatten
+from support.lora import TASKS, outputs, peft_model, save_base, token_ids
 
 import mlx_llama
 from mlx_llama.lora import LoraConfig, TrainingArgs, finetune
