@@ -27,7 +27,7 @@ from .options import GenerationOptions, resolve_options
 from .outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from .processors import HistoryChooser, history_processors
 from .sampling import SamplingParams, TokenChooser
-from .speculative import SpeculativeStats, speculative_steps
+from .speculative import SpeculativeStats, assisted_generate, speculative_steps
 from .stopping import StopStrings
 
 DEFAULT_MAX_LENGTH = 20  # Transformers' GenerationConfig.max_length
@@ -190,8 +190,7 @@ def stream_generate(
         warnings.warn(too_long, stacklevel=2)
     eos = set(_eos_list(eos_token_id)) if eos_token_id is not None else stop_ids(model, tokenizer)
     if cache is None:
-        cache = model.make_cache(**cache_options) if any(v is not None for v in cache_options.values()) else (
-            model.make_cache())
+        cache = model.make_cache(**{k: v for k, v in cache_options.items() if v is not None})
     detok, stopper = _detokenizer(tokenizer), _StopStrings(stop or [])  # built before the clock starts
     mx.reset_peak_memory()
     clock = _Clock()
@@ -396,8 +395,8 @@ def _sample(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions
     record = (options.return_dict_in_generate and options.output_scores,
               options.return_dict_in_generate and options.output_logits)
     chooser = HistoryChooser(params, extras["seed"], ids, processors, *record)
-    cache_options = transformers_cache_options(options.cache_implementation, options.cache_config)
-    cache = model.make_cache(**cache_options) if cache_options else model.make_cache()
+    cache = model.make_cache(**transformers_cache_options(options.cache_implementation, options.cache_config,
+                                                          not mask.all()))
     if extras["assistant_model"] is not None or options.prompt_lookup_num_tokens:
         return _assisted(model, ids, mask, chooser, new_tokens, eos, cache, options, extras)
     stop = StopStrings(options.stop_strings, extras["tokenizer"]) if options.stop_strings else None
@@ -414,17 +413,12 @@ def _sample(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions
 def _assisted(model, ids: np.ndarray, mask: np.ndarray, chooser: TokenChooser, new_tokens: int, eos: list[int],
               cache: list, options: GenerationOptions, extras: dict) -> mx.array:
     """Speculative decoding with `assistant_model` or prompt lookup (Transformers' assisted generation)."""
-    if ids.shape[0] != 1 or not mask.all():
-        raise ConfigError("assisted (speculative) generation takes one unpadded prompt (batch size 1)")
     if options.return_dict_in_generate or extras["streamer"] is not None or options.stop_strings:
         raise ConfigError("assisted generation returns plain ids: no streamer, stop_strings or "
                           "return_dict_in_generate")
-    steps = speculative_steps(model, cache, ids[0].tolist(), chooser, new_tokens,
-                              draft_model=extras["assistant_model"], num_draft_tokens=options.num_assistant_tokens,
-                              prompt_lookup=options.prompt_lookup_num_tokens, seed=extras["seed"],
-                              eos_token_ids=eos, prefill_step_size=extras["prefill_step_size"])
-    new = [step.tokens[0] for step in steps]
-    return mx.array(np.concatenate([ids, np.array([new], dtype=np.int64)], axis=1).astype(np.int32))
+    return assisted_generate(model, ids, None if mask.all() else mask, cache, chooser, new_tokens,
+                             extras["assistant_model"], options.num_assistant_tokens, options.prompt_lookup_num_tokens,
+                             seed=extras["seed"], eos_token_ids=eos, prefill_step_size=extras["prefill_step_size"])
 
 
 def _beam(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions, eos: list[int], pad: int,
