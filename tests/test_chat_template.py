@@ -1,4 +1,4 @@
-"""Chat formats: the Llama 2 chat template rendered natively (no Jinja) and the plain fallback format.
+"""Chat formats: the Llama 2 chat template (rendered by mlx_llama's Jinja sandbox) and the plain fallback format.
 
 Oracles: Transformers' apply_chat_template with the template shipped in Llama-2-*-chat tokenizer_config.json
 (rendered by Jinja), and Meta's reference recipe (llama/generation.py) rebuilt from SentencePiece directly.
