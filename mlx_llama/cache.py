@@ -297,12 +297,12 @@ def transformers_cache_options(cache_implementation: str | None, cache_config: d
                                padded: bool = False) -> dict:
     """`make_cache` options from Transformers' `cache_implementation` / `cache_config` spelling.
 
-    "dynamic" (or None) is the float cache; "quantized" takes `nbits` (default 4), `q_group_size` (64) and
+    "dynamic", "static" (or None) is the float cache; "quantized" takes `nbits` (default 4), `q_group_size` (64) and
     `residual_length` (positions kept in float first, default 0); "sliding_window"/"rotating" take
     `max_kv_size` (or `sliding_window`) and `keep` (default 4).
     """
     cfg = dict(cache_config or {})
-    if cache_implementation in (None, "dynamic"):
+    if cache_implementation in (None, "dynamic", "static"):  # ours is preallocated, i.e. already "static"
         return {}
     if cache_implementation == "quantized":
         return {"kv_bits": int(cfg.get("nbits", 4)), "kv_group_size": int(cfg.get("q_group_size", 64)),

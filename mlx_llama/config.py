@@ -12,13 +12,99 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, shorten
 from .jsonio import read_json_object
 from .rope import validate_rope_scaling
 
 ACTIVATIONS = ("silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu", "relu")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 CONFIG_NAME = "config.json"
+QUANT_BITS = (2, 3, 4, 5, 6, 8)
+QUANT_GROUP_SIZES = (32, 64, 128)
+MAX_LABELS = 1 << 17  # far beyond any classification head; bounds the id2label table built from num_labels
+_SIZE_LIMITS = {  # sizes beyond these are corrupt files, not models (and would overflow MLX's int32 shapes)
+    "vocab_size": 1 << 24, "hidden_size": 1 << 20, "intermediate_size": 1 << 22, "num_hidden_layers": 1 << 14,
+    "num_attention_heads": 1 << 14, "max_position_embeddings": 1 << 28, "pretraining_tp": 1 << 10,
+}
+_BOOLS = ("use_cache", "tie_word_embeddings", "attention_bias", "mlp_bias")
+_NUMBERS = ("initializer_range", "rms_norm_eps", "rope_theta", "attention_dropout")
+_OPTIONAL_TYPES = {  # field -> (expected type(s), description)
+    "rope_scaling": (dict, "an object or null"), "id2label": (dict, "an object or null"),
+    "label2id": (dict, "an object or null"), "architectures": ((list, str), "a list of names or null"),
+    "torch_dtype": (str, "a dtype name or null"), "quantization": (dict, "an object or null"),
+    "problem_type": (str, "a string or null"), "model_type": (str, "a string"), "hidden_act": (str, "a string"),
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_field_types(config: Any) -> None:
+    """ConfigError naming the first field whose JSON type is wrong (before any value is used)."""
+    for name, limit in _SIZE_LIMITS.items():
+        value = getattr(config, name)
+        if not _is_int(value) or not 0 < value <= limit:
+            raise ConfigError(f"config field `{name}` must be a positive integer up to {limit}, got {shorten(value)}")
+    for name in ("num_key_value_heads", "head_dim"):
+        value = getattr(config, name)
+        if value is not None and (not _is_int(value) or not 0 < value <= 1 << 20):
+            raise ConfigError(f"config field `{name}` must be a positive integer or null, got {shorten(value)}")
+    for name in _BOOLS:
+        if not isinstance(getattr(config, name), bool):
+            raise ConfigError(f"config field `{name}` must be true or false, got {shorten(getattr(config, name))}")
+    for name in _NUMBERS:
+        if not _is_number(getattr(config, name)):
+            raise ConfigError(f"config field `{name}` must be a finite number, got {shorten(getattr(config, name))}")
+    for name in ("pad_token_id", "bos_token_id"):
+        value = getattr(config, name)
+        if value is not None and not _is_int(value):
+            raise ConfigError(f"config field `{name}` must be an integer token id or null, got {shorten(value)}")
+    eos = config.eos_token_id
+    if eos is not None and not _is_int(eos) and not (isinstance(eos, list) and all(map(_is_int, eos))):
+        raise ConfigError(f"config field `eos_token_id` must be an id, a list of ids or null, got {shorten(eos)}")
+    for name, (kind, what) in _OPTIONAL_TYPES.items():
+        value = getattr(config, name)
+        if (value is not None or name in ("model_type", "hidden_act")) and not isinstance(value, kind):
+            raise ConfigError(f"config field `{name}` must be {what}, got {shorten(value)}")
+    _check_labels(config)
+    _check_quantization(config.quantization)
+
+
+def _check_labels(config: Any) -> None:
+    n = config.num_labels
+    if n is not None and (not _is_int(n) or not 0 < n <= MAX_LABELS):
+        raise ConfigError(f"config field `num_labels` must be an integer from 1 to {MAX_LABELS}, got {shorten(n)}")
+    if config.id2label is not None:
+        if not 0 < len(config.id2label) <= MAX_LABELS:
+            raise ConfigError(f"config field `id2label` must hold 1 to {MAX_LABELS} labels")
+        for key, label in config.id2label.items():
+            if not (_is_int(key) or (isinstance(key, str) and key.isdigit())) or not isinstance(label, str):
+                raise ConfigError(f"config field `id2label` must map ids to label names, got {shorten(key)}: "
+                                  f"{shorten(label)}")
+    if config.label2id is not None:
+        for label, key in config.label2id.items():
+            if not (_is_int(key) or (isinstance(key, str) and key.lstrip("-").isdigit())):
+                raise ConfigError(f"config field `label2id` must map label names to ids, got {shorten(label)}: "
+                                  f"{shorten(key)}")
+
+
+def _check_quantization(q: Any) -> None:
+    if q is None:
+        return
+    if q.get("group_size") not in QUANT_GROUP_SIZES or q.get("bits") not in QUANT_BITS or isinstance(
+        q.get("bits"), bool
+    ):
+        raise ConfigError(
+            f"config field `quantization` must give group_size in {QUANT_GROUP_SIZES} and bits in {QUANT_BITS}, "
+            f"got {shorten(q)}"
+        )
+    if q.get("mode", "affine") != "affine":
+        raise ConfigError(f"config field `quantization.mode` {shorten(q.get('mode'))} is not supported (affine only)")
 
 
 @dataclass
@@ -58,6 +144,7 @@ class LlamaConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         self._init_labels()
@@ -117,6 +204,11 @@ class LlamaConfig:
         eps = self.rms_norm_eps
         if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
             raise ConfigError(f"config field `rms_norm_eps` must be a positive number, got {self.rms_norm_eps!r}")
+        if not (_is_number(self.rope_theta) and self.rope_theta > 0):
+            raise ConfigError(f"config field `rope_theta` must be a positive number, got {shorten(self.rope_theta)}")
+        if not (_is_int(self.max_position_embeddings) and self.max_position_embeddings > 0):
+            raise ConfigError(f"config field `max_position_embeddings` must be a positive integer, got "
+                              f"{shorten(self.max_position_embeddings)}")
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ConfigError(f"config field `attention_dropout` must be in [0, 1), got {self.attention_dropout!r}")
         validate_rope_scaling(self.rope_scaling, self.head_dim_, self.max_position_embeddings)

@@ -3,17 +3,21 @@ one at a time, cast or quantize them, and write the result atomically.
 
 Memory stays bounded by one merged source tensor plus a small working chunk: the output plan (names, shapes,
 dtypes, byte offsets) is known before any weight is read, so every shard's header is written first and each
-tensor's bytes go straight to their place in the file, in row chunks.
+tensor's bytes go straight to their place in the file, in row chunks. The sources, the dtype table, the shard
+planner and the index live in `checkpoint/`; this module keeps planning, jobs, the atomic output and the CLI.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
-import struct
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,164 +25,24 @@ import mlx.core as mx
 import numpy as np
 
 from .checkpoint import hub
-from .checkpoint.meta import MetaCheckpoint, TensorSpec, read_tokenizer
-from .checkpoint.safetensors_io import INDEX_FILE, SINGLE_FILE, parse_size
-from .checkpoint.torch_pickle import LazyTensor, load_torch_file
+from .checkpoint.dtypes import BY_NAME, FLOATS
+from .checkpoint.layers import check_layer_count
+from .checkpoint.meta import VERSIONS
+from .checkpoint.safetensors_io import checkpoint_files, parse_size, read_safetensors_header
+from .checkpoint.shards import Entry, ShardWriter
+from .checkpoint.sources import Source, open_source
+from .checkpoint.spec import TensorSpec
+from .config import QUANT_BITS, QUANT_GROUP_SIZES
+from .convert_aliases import add_seed_flags, apply_seed_flags
+from .convert_tokenizer import check_tokenizer
 from .dtypes import dtype_name, parse_dtype
-from .errors import CheckpointError, ConfigError, ConversionError, MlxLlamaError
-from .jsonio import read_json_object
+from .errors import ConfigError, ConversionError, MlxLlamaError, shorten
 
-# dtype name -> (safetensors code, numpy dtype of the raw bytes, mlx dtype); bfloat16 travels as uint16
-_DTYPES = {
-    "float32": ("F32", np.float32, mx.float32),
-    "float16": ("F16", np.float16, mx.float16),
-    "bfloat16": ("BF16", np.uint16, mx.bfloat16),
-    "float64": ("F64", np.float64, mx.float64),
-    "int64": ("I64", np.int64, mx.int64),
-    "int32": ("I32", np.int32, mx.int32),
-    "int16": ("I16", np.int16, mx.int16),
-    "int8": ("I8", np.int8, mx.int8),
-    "uint32": ("U32", np.uint32, mx.uint32),
-    "uint8": ("U8", np.uint8, mx.uint8),
-    "bool": ("BOOL", np.bool_, mx.bool_),
-}
-_BY_CODE = {code: name for name, (code, _, _) in _DTYPES.items()}
-_FLOATS = {"float32", "float16", "bfloat16", "float64"}
-_SUPPORTED_MODEL_TYPES = {"llama", "open-llama"}
 _NOT_QUANTIZED = {"score", "qa_outputs"}  # tiny classification heads stay in float
-_TOKENIZER_FILES = (
-    "tokenizer.model",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "generation_config.json",
-)
 _CHUNK_BYTES = 16 << 20  # per cast/quantize step: a few of these live at once, on top of the tensor
-Q_BITS = (2, 3, 4, 6, 8)
-Q_GROUP_SIZES = (32, 64, 128)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Sources
-# ---------------------------------------------------------------------------------------------------------
-def read_safetensors_header(path: Path) -> dict[str, LazyTensor]:
-    """The tensors of a .safetensors file as lazy, memory-mapped views; validates offsets against the size."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path}: truncated safetensors file (no header)")
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8:
-            raise CheckpointError(f"{path}: truncated or corrupt safetensors file (header of {n} bytes)")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{path}: corrupt safetensors header ({exc})") from None
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = _BY_CODE[info["dtype"]]
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: tensor {name} has an unsupported or malformed header entry") from None
-        np_dtype = _DTYPES[dtype][1]
-        if end - begin != int(np.prod(shape, dtype=np.int64)) * np.dtype(np_dtype).itemsize:
-            raise CheckpointError(f"{path}: tensor {name}: byte range does not match its shape {list(shape)}")
-        if 8 + n + end > size:
-            raise CheckpointError(f"{path}: tensor {name} runs past the end of the file (truncated?)")
-        tensors[name] = LazyTensor.contiguous(path, 8 + n + begin, shape, dtype, np_dtype)
-    return tensors
-
-
-class TransformersSource:
-    """A Transformers checkpoint directory: config.json + safetensors (preferred) or pytorch_model*.bin."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.config = read_json_object(directory / "config.json")
-        model_type = self.config.get("model_type")
-        if model_type not in _SUPPORTED_MODEL_TYPES:
-            arch = ", ".join(self.config.get("architectures") or []) or "no architectures"
-            raise ConversionError(
-                f"{directory / 'config.json'}: unsupported architecture model_type={model_type!r} ({arch}); "
-                f"this converter handles {', '.join(sorted(_SUPPORTED_MODEL_TYPES))}"
-            )
-        self.tensors: dict[str, LazyTensor] = {}
-        files, reader = self._weight_files()
-        for path in files:
-            for name, tensor in reader(path).items():
-                if name in self.tensors:
-                    raise CheckpointError(f"{path}: tensor {name} also appears in another shard")
-                self.tensors[name] = tensor
-        # Old checkpoints saved the rotary inverse frequencies as a buffer; they are not weights.
-        self.tensors = {n: t for n, t in self.tensors.items() if not n.endswith("rotary_emb.inv_freq")}
-        if not self.tensors:
-            raise CheckpointError(f"{directory}: the weight files hold no tensors")
-
-    def _weight_files(self):
-        d = self.directory
-        for index_name, pattern, reader in (
-            ("model.safetensors.index.json", "*.safetensors", read_safetensors_header),
-            ("pytorch_model.bin.index.json", "pytorch_model*.bin", load_torch_file),
-        ):
-            index = d / index_name
-            if index.is_file():
-                weight_map = read_json_object(index).get("weight_map")
-                if not isinstance(weight_map, dict):
-                    raise CheckpointError(f"{index}: no weight_map")
-                files = [d / f for f in sorted(set(weight_map.values()))]
-                for path in files:
-                    if not path.is_file():
-                        raise CheckpointError(f"{path}: listed in {index_name} but missing")
-                return files, reader
-            files = sorted(d.glob(pattern))
-            if files:
-                return files, reader
-        raise CheckpointError(f"{d}: config.json found but no *.safetensors or pytorch_model*.bin weights")
-
-    def specs(self) -> list[TensorSpec]:
-        return [TensorSpec(n, t.shape, t.dtype) for n, t in self.tensors.items()]
-
-    def read(self, name: str) -> np.ndarray:
-        return self.tensors[name].numpy()
-
-
-def open_source(directory: Path, llama_version: str | None):
-    """Detect the layout from the files present."""
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory}: not a directory")
-    if not any(directory.iterdir()):
-        raise CheckpointError(f"{directory}: the directory is empty")
-    if (directory / "config.json").is_file():
-        return TransformersSource(directory)
-    if (directory / "params.json").is_file() or any(directory.glob("consolidated.*.pth")):
-        return MetaCheckpoint(directory, llama_version)
-    raise CheckpointError(f"{directory}: neither config.json (Transformers layout) nor params.json (Meta layout) found")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Output plan and streaming writer
-# ---------------------------------------------------------------------------------------------------------
-@dataclass
-class _Entry:
-    """One tensor in an output shard."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    shard: int = 0
-    offset: int = 0
-    written: int = 0
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(_DTYPES[self.dtype][1]).itemsize
+Q_BITS = tuple(b for b in QUANT_BITS if b != 5)
+Q_GROUP_SIZES = QUANT_GROUP_SIZES
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
 @dataclass
@@ -188,79 +52,60 @@ class _Job:
     source: str
     kind: str
     dtype: str
-    entries: list[_Entry]
+    entries: list[Entry]
     group_size: int = 0
     bits: int = 0
     extra_sources: list[str] = field(default_factory=list)  # scales, biases when dequantizing
 
 
-class ShardWriter:
-    """Writes planned safetensors shards whose headers are known up front; bytes land at their offsets."""
+@dataclass(frozen=True)
+class _Options:
+    """The validated conversion settings."""
 
-    def __init__(self, directory: Path, entries: list[_Entry], max_shard_size: int):
-        shards: list[list[_Entry]] = [[]]
-        size = 0
-        for entry in entries:
-            if shards[-1] and size + entry.nbytes > max_shard_size:
-                shards.append([])
-                size = 0
-            entry.shard, entry.offset = len(shards) - 1, size
-            shards[-1].append(entry)
-            size += entry.nbytes
-        n = len(shards)
-        self.names = [SINGLE_FILE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-        self.files = []
-        self.data_start = []
-        for name, members in zip(self.names, shards, strict=True):
-            header = {"__metadata__": {"format": "mlx"}}
-            for e in members:
-                header[e.name] = {
-                    "dtype": _DTYPES[e.dtype][0],
-                    "shape": list(e.shape),
-                    "data_offsets": [e.offset, e.offset + e.nbytes],
-                }
-            blob = json.dumps(header, separators=(",", ":")).encode()
-            blob += b" " * (-len(blob) % 8)
-            f = open(directory / name, "wb")
-            f.write(struct.pack("<Q", len(blob)) + blob)
-            self.files.append(f)
-            self.data_start.append(8 + len(blob))
-        self.entries = entries
-        self.directory = directory
+    dtype: str
+    quantize: tuple[int, int] | None  # (group size, bits)
+    dequantize: bool
+    shard_size: int
+    allow_nonfinite: bool
 
-    def write(self, entry: _Entry, at: int, array: np.ndarray | mx.array) -> None:
-        """Write `array`'s bytes at byte `at` within `entry`'s data."""
-        if isinstance(array, mx.array) and array.dtype == mx.bfloat16:
-            array = array.view(mx.uint16)
-        data = memoryview(np.ascontiguousarray(np.asarray(array))).cast("B")
-        if at + len(data) > entry.nbytes:
-            raise ConversionError(f"internal: {entry.name} overflows its planned size")
-        f = self.files[entry.shard]
-        f.seek(self.data_start[entry.shard] + entry.offset + at)
-        f.write(data)
-        entry.written += len(data)
-
-    def close(self) -> None:
-        for f in self.files:
-            f.close()
-
-    def finish(self) -> None:
-        """After a complete run: check every byte was written and add the index for several shards."""
-        for e in self.entries:
-            if e.written != e.nbytes:
-                raise ConversionError(f"internal: {e.name}: wrote {e.written} of {e.nbytes} bytes")
-        if len(self.names) > 1:
-            index = {
-                "metadata": {"total_size": sum(e.nbytes for e in self.entries)},
-                "weight_map": {e.name: self.names[e.shard] for e in sorted(self.entries, key=lambda e: e.name)},
-            }
-            (self.directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    @classmethod
+    def check(cls, dtype, quantize, q_bits, q_group_size, dequantize, max_shard_size, allow_nonfinite) -> _Options:
+        target = dtype_name(parse_dtype(dtype, "--dtype"))
+        if target not in ("float16", "bfloat16", "float32"):
+            raise ConfigError(f"--dtype: {target} is not a float type; expected float16, bfloat16 or float32")
+        if quantize and dequantize:
+            raise ConfigError("--quantize and --dequantize are mutually exclusive")
+        if quantize and (q_bits not in Q_BITS or q_group_size not in Q_GROUP_SIZES):
+            raise ConfigError(f"--q-bits must be one of {Q_BITS} and --q-group-size one of {Q_GROUP_SIZES}")
+        try:
+            shard_size = parse_size(max_shard_size)
+        except ConfigError as exc:
+            raise ConfigError(f"--max-shard-size: {exc}") from None
+        q = (q_group_size, q_bits) if quantize else None
+        return cls(target, q, bool(dequantize), shard_size, bool(allow_nonfinite))
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Planning and the per-tensor jobs
+# ---------------------------------------------------------------------------------------------------------
 def _quantizable(name: str, shape: tuple[int, ...], group_size: int) -> bool:
     """Linear and embedding weights (2D `.weight`), not norms nor the classification heads."""
     module = name.rsplit(".", 2)[-2] if name.count(".") else ""
     return len(shape) == 2 and name.endswith(".weight") and module not in _NOT_QUANTIZED and shape[-1] % group_size == 0
+
+
+def _dequantize_job(spec: TensorSpec, names: set[str], dtype: str, dequant: dict) -> _Job:
+    base = spec.name.rsplit(".", 1)[0]
+    override = dequant.get(base)
+    settings = override if isinstance(override, dict) else dequant
+    if settings.get("mode", "affine") != "affine" or f"{base}.biases" not in names:
+        raise ConversionError(f"{base}: only affine quantization (scales and biases) can be dequantized")
+    group, bits = settings.get("group_size"), settings.get("bits")
+    if group not in QUANT_GROUP_SIZES or bits not in QUANT_BITS:
+        raise ConversionError(f"{base}: quantization group_size {shorten(group)} / bits {shorten(bits)} unsupported")
+    shape = (*spec.shape[:-1], spec.shape[-1] * 32 // bits)
+    extra = [f"{base}.scales", f"{base}.biases"]
+    return _Job(spec.name, "dequantize", dtype, [Entry(spec.name, shape, dtype)], group, bits, extra)
 
 
 def _plan(specs: list[TensorSpec], dtype: str, quantize: tuple[int, int] | None, dequant: dict | None) -> list[_Job]:
@@ -271,31 +116,24 @@ def _plan(specs: list[TensorSpec], dtype: str, quantize: tuple[int, int] | None,
         packed = {n.removesuffix(".scales") for n in names if n.endswith(".scales") and f"{n[:-7]}.weight" in names}
     jobs = []
     for spec in specs:
-        out = dtype if spec.dtype in _FLOATS else spec.dtype
+        out = dtype if spec.dtype in FLOATS else spec.dtype
         base = spec.name.rsplit(".", 1)[0]
         if base in packed and spec.name != f"{base}.weight":
             continue  # scales and biases are consumed by their weight's dequantize job
         if base in packed:
-            override = dequant.get(base)
-            settings = override if isinstance(override, dict) else dequant
-            if settings.get("mode", "affine") != "affine" or f"{base}.biases" not in names:
-                raise ConversionError(f"{base}: only affine quantization (scales and biases) can be dequantized")
-            group, bits = int(settings["group_size"]), int(settings["bits"])
-            shape = (*spec.shape[:-1], spec.shape[-1] * 32 // bits)
-            extra = [f"{base}.scales", f"{base}.biases"]
-            jobs.append(_Job(spec.name, "dequantize", dtype, [_Entry(spec.name, shape, dtype)], group, bits, extra))
-        elif quantize is not None and spec.dtype in _FLOATS and _quantizable(spec.name, spec.shape, quantize[0]):
+            jobs.append(_dequantize_job(spec, names, dtype, dequant))
+        elif quantize is not None and spec.dtype in FLOATS and _quantizable(spec.name, spec.shape, quantize[0]):
             group, bits = quantize
             rows, cols = spec.shape
             entries = [
-                _Entry(spec.name, (rows, cols * bits // 32), "uint32"),
-                _Entry(f"{base}.scales", (rows, cols // group), out),
-                _Entry(f"{base}.biases", (rows, cols // group), out),
+                Entry(spec.name, (rows, cols * bits // 32), "uint32"),
+                Entry(f"{base}.scales", (rows, cols // group), out),
+                Entry(f"{base}.biases", (rows, cols // group), out),
             ]
             jobs.append(_Job(spec.name, "quantize", out, entries, group, bits))
         else:
             kind = "cast" if out != spec.dtype else "copy"
-            jobs.append(_Job(spec.name, kind, out, [_Entry(spec.name, spec.shape, out)]))
+            jobs.append(_Job(spec.name, kind, out, [Entry(spec.name, spec.shape, out)]))
     return jobs
 
 
@@ -307,54 +145,81 @@ def _to_mx(raw: np.ndarray, dtype: str) -> mx.array:
 _F16_OVERFLOW = 65520.0  # the smallest magnitude that rounds to infinity in float16
 
 
-def _cast(raw: np.ndarray, src: str, target: str, name: str) -> np.ndarray | mx.array:
-    """Cast a raw chunk with round-to-nearest-even, as torch does; float16 overflow is an error.
-
-    numpy does the float16/float32 casts (several times faster than MLX's CPU kernels on half types);
-    the widening from bfloat16 is exact (its bits are the top half of a float32).
-    """
+def _widen(raw: np.ndarray, src: str) -> np.ndarray:
+    """float32 (or float64) values of a raw float chunk; the widening from bfloat16 is exact."""
     if src == "bfloat16":
         wide = raw.astype(np.uint32)
         wide <<= 16
-        wide = wide.view(np.float32)
-    else:
-        wide = raw.astype(np.float32, copy=False)
+        return wide.view(np.float32)
+    return raw if src == "float64" else raw.astype(np.float32, copy=False)
+
+
+def _check_finite(wide: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(wide)
+    if bad.any():
+        nan = int(np.isnan(wide).sum())
+        raise ConversionError(
+            f"{name}: {nan} NaN and {int(bad.sum()) - nan} infinite values in the source weights; the checkpoint "
+            "is damaged (pass --allow-nonfinite to convert it anyway)"
+        )
+
+
+def _cast_chunk(
+    raw: np.ndarray, src: str, target: str, name: str, allow_nonfinite: bool = False
+) -> np.ndarray | mx.array:
+    """Cast a raw chunk with round-to-nearest-even, as torch does; NaN/Inf and float16 overflow are errors.
+
+    numpy does the float16/float32 casts (several times faster than MLX's CPU kernels on half types).
+    """
+    wide = _widen(raw, src)
+    if not allow_nonfinite:
+        _check_finite(wide, name)
     if target == "bfloat16":
-        return mx.array(wide).astype(mx.bfloat16)
+        return mx.array(wide.astype(np.float32, copy=False)).astype(mx.bfloat16)
     if target == "float16" and wide.size:
-        peak = max(float(wide.max()), -float(wide.min()))
+        finite = np.abs(wide[np.isfinite(wide)]) if allow_nonfinite else np.abs(wide)
+        peak = float(finite.max()) if finite.size else 0.0  # a NaN can no longer hide the peak
         if peak >= _F16_OVERFLOW:
             with np.errstate(over="ignore"):
-                overflow = (np.isinf(wide.astype(np.float16)) & ~np.isinf(wide)).any()
+                overflow = (np.isinf(wide.astype(np.float16)) & np.isfinite(wide)).any()
             if overflow:
                 raise ConversionError(
                     f"{name}: values up to {peak:.4g} overflow float16 (max 65504); convert with --dtype bfloat16"
                 )
-    return wide.astype(_DTYPES[target][1], copy=False)
+    return wide.astype(BY_NAME[target].raw, copy=False)
 
 
-def _run_job(job: _Job, source, src_dtypes: dict[str, str], writer: ShardWriter) -> None:
-    """Read one source tensor, then cast / quantize / dequantize it in row chunks straight into the shards."""
+def _outputs(job: _Job, chunk: np.ndarray, extras: list[np.ndarray], src_dtypes: dict[str, str],
+             allow_nonfinite: bool) -> list:
+    """The output pieces of one row chunk, one per entry of the job."""
     src_dtype = src_dtypes[job.source]
+    if job.kind == "dequantize":
+        scales, biases = (_to_mx(e, src_dtypes[n]) for e, n in zip(extras, job.extra_sources, strict=True))
+        w = mx.dequantize(_to_mx(chunk, src_dtype), scales, biases, job.group_size, job.bits)
+        return [w.astype(BY_NAME[job.dtype].mx)]
+    if job.kind == "quantize":
+        w = _cast_chunk(chunk, src_dtype, job.dtype, job.source, allow_nonfinite)
+        return list(mx.quantize(mx.array(w) if isinstance(w, np.ndarray) else w, job.group_size, job.bits))
+    if job.kind == "cast":
+        return [_cast_chunk(chunk, src_dtype, job.dtype, job.source, allow_nonfinite)]
+    if src_dtype in FLOATS and not allow_nonfinite:
+        _check_finite(_widen(chunk, src_dtype), job.source)
+    return [chunk]
+
+
+def _run_job(job: _Job, source: Source, src_dtypes: dict[str, str], writer: ShardWriter,
+             allow_nonfinite: bool = False) -> None:
+    """Read one source tensor, then cast / quantize / dequantize it in row chunks straight into the shards."""
     raw = source.read(job.source)
+    if raw.size == 0:
+        return  # nothing to write (the self-check rejects an empty weight the model needs)
     extras = [source.read(name) for name in job.extra_sources]
     rows = raw.shape[0] if raw.ndim > 1 else 1
     step = max(1, _CHUNK_BYTES // max(1, raw.nbytes // rows))
     for start in range(0, rows, step):
         chunk = raw[start : start + step] if raw.ndim > 1 else raw
-        if job.kind == "dequantize":
-            scales, biases = (
-                _to_mx(e[start : start + step], src_dtypes[n]) for e, n in zip(extras, job.extra_sources, strict=True)
-            )
-            w = mx.dequantize(_to_mx(chunk, src_dtype), scales, biases, job.group_size, job.bits)
-            outputs = [w.astype(_DTYPES[job.dtype][2])]
-        elif job.kind == "quantize":
-            w = _cast(chunk, src_dtype, job.dtype, job.source)
-            outputs = list(mx.quantize(mx.array(w) if isinstance(w, np.ndarray) else w, job.group_size, job.bits))
-        elif job.kind == "cast":
-            outputs = [_cast(chunk, src_dtype, job.dtype, job.source)]
-        else:
-            outputs = [chunk]
+        parts = [e[start : start + step] for e in extras]
+        outputs = _outputs(job, chunk, parts, src_dtypes, allow_nonfinite)
         mx.eval([o for o in outputs if isinstance(o, mx.array)])
         for entry, part in zip(job.entries, outputs, strict=True):
             writer.write(entry, start * (entry.nbytes // rows), part)
@@ -362,41 +227,99 @@ def _run_job(job: _Job, source, src_dtypes: dict[str, str], writer: ShardWriter)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Config, tokenizer and the atomic output directory
+# Config, the loadability check and the atomic output directory
 # ---------------------------------------------------------------------------------------------------------
-def _write_meta_tokenizer(source: MetaCheckpoint, tmp: Path) -> None:
-    """tokenizer.model plus the configs Transformers' LlamaTokenizer reads (LLaMA 1/2 conventions)."""
-    if source.tokenizer_path is None:
-        print(f"warning: no tokenizer.model beside {source.directory}; the output has no tokenizer", file=sys.stderr)
-        return
-    shutil.copyfile(source.tokenizer_path, tmp / "tokenizer.model")
-    sp = read_tokenizer(source.tokenizer_path)
-    special = {
-        "bos_token": sp.IdToPiece(sp.bos_id()),
-        "eos_token": sp.IdToPiece(sp.eos_id()),
-        "unk_token": sp.IdToPiece(sp.unk_id()),
-    }
-    tokenizer_config = {
-        "tokenizer_class": "LlamaTokenizer",
-        **special,
-        "pad_token": None,
-        "add_bos_token": True,
-        "add_eos_token": False,
-        "legacy": True,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": source.config["max_position_embeddings"],
-    }
-    (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
-    (tmp / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+def _output_config(src: Source, options: _Options) -> dict:
+    """The config.json to write: the source's, with dtype and quantization settings of this conversion."""
+    config, path = dict(src.config), src.directory / "config.json"
+    _check_config(config, str(path))
+    quant = config.get("quantization")
+    if options.dequantize and not isinstance(quant, dict):
+        raise ConversionError(f"{path}: --dequantize needs a quantized MLX model (no 'quantization')")
+    if not options.dequantize and quant is not None:
+        raise ConversionError(f"{path}: the source is already quantized; use --dequantize")
+    if "quantization_config" in config and not options.dequantize:
+        qc = config["quantization_config"]
+        method = qc.get("quant_method", "unknown") if isinstance(qc, dict) else "unknown"
+        raise ConversionError(f"{path}: {shorten(method)}-quantized checkpoints are not supported")
+    config.pop("quantization", None)
+    config.pop("quantization_config", None)
+    config["torch_dtype"] = config["dtype"] = options.dtype
+    if options.quantize:
+        config["quantization"] = {"group_size": options.quantize[0], "bits": options.quantize[1]}
+    return config
+
+
+def _check_config(config: dict, where: str) -> None:
+    """The source's config.json is one the model classes accept (checked before any weight is read)."""
+    from .loading import model_class
+
+    try:
+        model_class(config, where).config_class.from_dict(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_loadable(config: dict, tensors: dict, where: str) -> None:
+    """The tensors (anything with `.shape`) are exactly what the model config.json describes needs; raises
+    ConversionError naming the field or tensor. Builds the model lazily: no weight is allocated."""
+    from .loading import model_class
+    from .modeling.quantized import quantize_model
+
+    try:
+        cls = model_class(config, f"{where}/config.json")
+        cfg = cls.config_class.from_dict(config)
+        check_layer_count(tensors, cfg.num_hidden_layers, where)
+        model = cls(cfg)
+        if cfg.quantization:
+            q = cfg.quantization
+            quantize_model(model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in tensors, cpu=False)
+        model.check_weights(model.sanitize(dict(tensors)), where)
+    except MlxLlamaError as exc:
+        raise ConversionError(f"the converted model would not load: {exc}") from None
+
+
+def _check_written(tmp: Path, entries: list[Entry]) -> None:
+    """Re-read the headers just written: every planned tensor is there, once, with its shape and dtype."""
+    found = {}
+    for file in checkpoint_files(tmp):
+        found.update({n: (t.shape, t.dtype) for n, t in read_safetensors_header(file).items()})
+    planned = {e.name: (tuple(e.shape), e.dtype) for e in entries}
+    if found != planned:
+        diff = sorted(set(found.items()) ^ set(planned.items()))
+        raise ConversionError(f"internal: the written shards differ from the plan at {diff[0][0]}")
+
+
+def _looks_like_model_output(directory: Path) -> bool:
+    """Empty, or plain files including config.json and safetensors weights (what this converter writes)."""
+    entries = list(directory.iterdir())
+    if not entries:
+        return True
+    plain = all(p.is_file() and not p.is_symlink() for p in entries)
+    return plain and (directory / "config.json").is_file() and any(p.suffix == ".safetensors" for p in entries)
 
 
 def _check_output(output: Path, source_dir: Path, force: bool) -> None:
+    """Refuse an output that exists (unless --force and it is a model output), overlaps the source, or whose
+    parent cannot hold it."""
     if output.exists() or output.is_symlink():
         if not force:
             raise ConversionError(f"{output}: already exists; pass --force to replace it")
+        if output.is_symlink() or not output.is_dir():
+            raise ConversionError(f"{output}: not a directory; --force replaces only a model directory")
         out, src = output.resolve(), source_dir.resolve()
         if out == src or out in src.parents or src in out.parents:
             raise ConversionError(f"{output}: overlaps the source {source_dir}; choose another output directory")
+        if not _looks_like_model_output(output):
+            raise ConversionError(
+                f"{output}: --force replaces only an empty directory or a model output (config.json and "
+                "*.safetensors, no subdirectories); this one holds other things"
+            )
+    parent = next((p for p in output.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise ConversionError(f"{output}: cannot create it, {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConversionError(f"{output}: cannot create it, {parent} is not writable")
 
 
 def _replace(tmp: Path, output: Path) -> None:
@@ -407,10 +330,52 @@ def _replace(tmp: Path, output: Path) -> None:
         output.rename(old)
     tmp.rename(output)
     if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
+        shutil.rmtree(old)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a conversion, raised like Ctrl-C so that the partial output is removed."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _staging(output: Path) -> Iterator[Path]:
+    """A hidden sibling directory to write into; removed (with any parents we created) unless it completes."""
+    created = [p for p in [output.parent, *output.parent.parents] if not p.exists()]
+    tmp = output.with_name(f".{output.name}.partial-{os.getpid()}")
+
+    def clean() -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for p in created:
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+
+    try:
+        with _sigterm_raises():
+            output.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            yield tmp
+    except BaseException as exc:
+        clean()
+        if isinstance(exc, OSError):
+            raise ConversionError(f"{output}: writing failed ({exc.strerror or exc})") from None
+        raise
 
 
 class _Progress:
@@ -433,6 +398,22 @@ class _Progress:
 # ---------------------------------------------------------------------------------------------------------
 # Public entry points
 # ---------------------------------------------------------------------------------------------------------
+def _write(src: Source, jobs: list[_Job], tmp: Path, options: _Options, quiet: bool | None) -> list[Entry]:
+    """Stream every job into planned shards under `tmp`; returns the written entries."""
+    entries = [e for job in jobs for e in job.entries]
+    src_dtypes = {s.name: s.dtype for s in src.specs()}
+    writer = ShardWriter(tmp, entries, options.shard_size)
+    progress = _Progress(len(jobs), (not quiet) if quiet is not None else sys.stderr.isatty())
+    try:
+        for job in jobs:
+            _run_job(job, src, src_dtypes, writer, options.allow_nonfinite)
+            progress.step(job.source)
+    finally:
+        writer.close()
+    writer.finish()
+    return entries
+
+
 def convert(
     source: str | Path,
     output: str | Path,
@@ -446,89 +427,42 @@ def convert(
     force: bool = False,
     revision: str | None = None,
     llama_version: str | None = None,
+    instruct: bool = False,
     quiet: bool | None = None,
+    allow_nonfinite: bool = False,
 ) -> Path:
     """Convert `source` (a Transformers or Meta directory, or a Hub id) into an MLX directory at `output`.
 
     `quiet=None` shows progress only on a terminal. Raises MlxLlamaError subclasses for bad input; nothing is
-    left at `output` unless the conversion completed.
+    left at `output` unless the conversion completed, and what is left there is checked to load.
     """
-    target = dtype_name(parse_dtype(dtype, "--dtype"))
-    if quantize and dequantize:
-        raise ConfigError("--quantize and --dequantize are mutually exclusive")
-    if quantize and (q_bits not in Q_BITS or q_group_size not in Q_GROUP_SIZES):
-        raise ConfigError(f"--q-bits must be one of {Q_BITS} and --q-group-size one of {Q_GROUP_SIZES}")
-    shard_size = parse_size(max_shard_size)
-    if shard_size <= 0:
-        raise ConfigError(f"--max-shard-size: must be positive, got {max_shard_size!r}")
+    options = _Options.check(dtype, quantize, q_bits, q_group_size, dequantize, max_shard_size, allow_nonfinite)
     output = Path(output).expanduser()
     if (output.exists() or output.is_symlink()) and not force:
         raise ConversionError(f"{output}: already exists; pass --force to replace it")
     src_dir = hub.resolve_source(source, revision)
     _check_output(output, src_dir, force)
-    src = open_source(src_dir, llama_version)
-    config = dict(src.config)
-    quant_settings = config.get("quantization")
-    if dequantize and not isinstance(quant_settings, dict):
-        raise ConversionError(
-            f"{src_dir / 'config.json'}: --dequantize needs a quantized MLX model (no 'quantization')"
-        )
-    if not dequantize and quant_settings is not None:
-        raise ConversionError(f"{src_dir / 'config.json'}: the source is already quantized; use --dequantize")
-    if "quantization_config" in config and not dequantize:
-        method = (config["quantization_config"] or {}).get("quant_method", "unknown")
-        raise ConversionError(f"{src_dir / 'config.json'}: {method}-quantized checkpoints are not supported")
-
-    jobs = _plan(
-        src.specs(), target, (q_group_size, q_bits) if quantize else None, quant_settings if dequantize else None
-    )
-    src_dtypes = {s.name: s.dtype for s in src.specs()}
-    config.pop("quantization", None)
-    config.pop("quantization_config", None)
-    config["torch_dtype"] = target
-    config["dtype"] = target
-    if quantize:
-        config["quantization"] = {"group_size": q_group_size, "bits": q_bits}
-
-    created = [p for p in [output.parent, *output.parent.parents] if not p.exists()]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        entries = [e for job in jobs for e in job.entries]
-        writer = ShardWriter(tmp, entries, shard_size)
-        progress = _Progress(len(jobs), (not quiet) if quiet is not None else sys.stderr.isatty())
-        try:
-            for job in jobs:
-                _run_job(job, src, src_dtypes, writer)
-                progress.step(job.source)
-        finally:
-            writer.close()
-        writer.finish()
+    src = open_source(src_dir, llama_version, instruct)
+    config = _output_config(src, options)
+    dequant = src.config.get("quantization") if options.dequantize else None
+    jobs = _plan(src.specs(), options.dtype, options.quantize, dequant)
+    entries = {e.name: e for job in jobs for e in job.entries}
+    _check_loadable(config, entries, str(src_dir))
+    with _staging(output) as tmp:
+        written = _write(src, jobs, tmp, options, quiet)
+        _check_written(tmp, written)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        if isinstance(src, MetaCheckpoint):
-            _write_meta_tokenizer(src, tmp)
-        else:
-            for name in _TOKENIZER_FILES:
-                if (src_dir / name).is_file():
-                    shutil.copyfile(src_dir / name, tmp / name)
+        src.write_tokenizer(tmp)
+        check_tokenizer(src_dir, tmp)
         _replace(tmp, output)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for p in created:
-            if p.is_dir() and not any(p.iterdir()):
-                p.rmdir()
-        if isinstance(exc, OSError):
-            raise ConversionError(f"{output}: writing failed ({exc})") from None
-        raise
     return output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `convert` options, shared by `python convert.py` and `mlx-llama convert`."""
-    parser.add_argument("source", help="Transformers or Meta checkpoint directory, or a Hugging Face Hub repo id")
-    parser.add_argument("output", help="output directory (must not exist unless --force)")
+    parser.add_argument("source", nargs="?", help="Transformers or Meta checkpoint directory, or a Hub repo id")
+    parser.add_argument("output", nargs="?", help="output directory (must not exist unless --force)")
+    add_seed_flags(parser)  # --input_dir, --output_dir, --model_size, --safe_serialization
     parser.add_argument("--dtype", default="float16", help="float16 (default), bfloat16 or float32")
     parser.add_argument("-q", "--quantize", action="store_true", help="quantize Linear and embedding weights")
     parser.add_argument("--q-bits", type=int, choices=Q_BITS, default=4, help="bits per weight (default 4)")
@@ -536,13 +470,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dequantize", action="store_true", help="turn a quantized MLX model back into floats")
     parser.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) for a repo id")
-    parser.add_argument("--llama-version", choices=("1", "2"), help="only when params.json cannot tell")
+    parser.add_argument(
+        "--llama-version", "--llama_version", choices=VERSIONS,
+        help="Meta checkpoints: only when the files cannot tell (3.2 always)",
+    )
+    parser.add_argument("--instruct", action="store_true", help="Meta Llama 3.x Instruct: chat template, stop ids")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--allow-nonfinite", action="store_true", help="convert weights holding NaN or Inf")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> Path:
     """Run a conversion from parsed arguments; raises MlxLlamaError for bad input."""
+    apply_seed_flags(args)
     return convert(
         args.source,
         args.output,
@@ -555,7 +495,9 @@ def run(args: argparse.Namespace) -> Path:
         force=args.force,
         revision=args.revision,
         llama_version=args.llama_version,
+        instruct=args.instruct,
         quiet=True if args.quiet else None,
+        allow_nonfinite=args.allow_nonfinite,
     )
 
 
@@ -569,6 +511,10 @@ def main(argv: list[str] | None = None) -> int:
     except MlxLlamaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the partial output is already removed
+        terminated = isinstance(exc, Terminated)
+        print(f"\nerror: {'terminated' if terminated else 'interrupted'}; nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     if not args.quiet:
         print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -19,3 +19,14 @@ class TokenizerError(MlxLlamaError):
 
 class ConversionError(MlxLlamaError):
     """Conversion cannot proceed (bad source layout, overflow in a cast, existing output)."""
+
+
+class InputError(ConfigError):
+    """A bad argument to a model or generation call (token ids out of range, wrong shapes or types); a
+    ConfigError (and so a ValueError) as the generation API raised before it existed."""
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters, so that a hostile file's value is never echoed at length."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, MlxLlamaError
+from .errors import CheckpointError, MlxLlamaError, shorten
 
 
 def read_json_object(path: str | Path, error: type[MlxLlamaError] = CheckpointError, hint: str = "") -> dict[str, Any]:
@@ -16,8 +16,10 @@ def read_json_object(path: str | Path, error: type[MlxLlamaError] = CheckpointEr
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{path}: missing{'; ' + hint if hint else ''}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise error(f"{path}: not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise error(f"{path}: not valid JSON ({shorten(str(exc), 120)})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise error(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data

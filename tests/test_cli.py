@@ -10,8 +10,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from generation_helpers import write_checkpoint  # noqa: E402
-
 import mlx_llama.cli as cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,12 +18,11 @@ MAX_TOKENS = 10
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
+def converted(tiny_checkpoint, tmp_path_factory):
     """A tiny Transformers checkpoint converted by our converter (float32, so Transformers is an exact oracle)."""
     from mlx_llama.convert import convert
 
-    src = tmp_path_factory.mktemp("src")
-    hf = write_checkpoint(src)
+    src, hf = tiny_checkpoint
     out = convert(src, tmp_path_factory.mktemp("conv") / "tiny", dtype="float32", quiet=True)
     from mlx_llama.tokenizer import LlamaTokenizer
 
@@ -56,6 +53,8 @@ def text_of(tokenizer, new_ids):
     return tokenizer.sp_model.decode([i for i in new_ids if i != 2])
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_generate_on_converted_model(converted):
     path, hf, tok = converted
     prompt = "The cat sat on"
@@ -65,6 +64,7 @@ def test_generate_on_converted_model(converted):
     assert "tokens/s" in result.stderr and "Peak memory" in result.stderr
 
 
+@pytest.mark.subprocess
 def test_generate_reads_prompt_from_stdin(converted):
     path, hf, tok = converted
     prompt = "A small boat"
@@ -75,6 +75,8 @@ def test_generate_reads_prompt_from_stdin(converted):
     assert result.stderr == ""
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_chat_keeps_the_conversation_for_two_turns(converted):
     path, hf, tok = converted
     first, second = "The dog ran", "and the birds sang"
@@ -93,6 +95,7 @@ def test_chat_keeps_the_conversation_for_two_turns(converted):
     assert result.stderr.count("tokens/s") == 4  # prompt and generation speed, per turn
 
 
+@pytest.mark.subprocess
 def test_bad_model_and_bad_arguments_exit_2_with_one_line():
     result = run_cli("generate", "--model", "/no/such/model/dir", "--prompt", "hi")
     assert result.returncode == 2 and result.stdout == ""
@@ -103,6 +106,7 @@ def test_bad_model_and_bad_arguments_exit_2_with_one_line():
     assert "--max-tokens" in result.stderr
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(not (DEMO / "config.json").is_file(), reason="the bundled demo model is not built yet")
 def test_generate_with_the_bundled_demo_model():
     result = run_cli("generate", "--prompt", "Once upon a time", "--max-tokens", "20")

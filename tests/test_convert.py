@@ -15,9 +15,12 @@ import pytest
 import sentencepiece as spm
 import torch
 import transformers
-from convert_helpers import hf_llama, logits, rel_err, train_tokenizer, write_meta
 from safetensors.numpy import load_file as np_load_file
 from safetensors.torch import load_file
+from support.compare import rel_err
+from support.hf_llama import hf_llama
+from support.hf_llama import hf_logits as logits
+from support.meta import train_tokenizer, write_meta
 
 import mlx_llama
 from mlx_llama.convert import convert, main
@@ -52,7 +55,7 @@ def _check_against(ref, out: Path, vocab: int) -> tuple[float, float]:
     return rel_err(theirs, want), rel_err(_ours(out, ids), want)
 
 
-@pytest.mark.parametrize("n_shards", [1, 2, 4])
+@pytest.mark.parametrize("n_shards", [1, 2, pytest.param(4, marks=pytest.mark.subprocess)])
 @pytest.mark.parametrize(
     ("kv_heads", "eps", "context"), [(8, 1e-6, 2048), (4, 1e-5, 4096)], ids=["llama1-mha", "llama2-gqa"]
 )
@@ -82,11 +85,12 @@ def test_meta_bf16_shards_to_float32(tmp_path, tokenizer, vocab, kv_heads, eps, 
     assert mlx_llama.LlamaTokenizer.from_pretrained(out)(text)["input_ids"] == [1, *sp.encode(text)]
 
 
-def test_transformers_safetensors_shards(tmp_path, vocab):
+def test_transformers_safetensors_shards(tmp_path, tokenizer, vocab):
     ref = hf_llama(vocab, kv_heads=4, bf16=False, seed=3)
     src = tmp_path / "hf"
     ref.save_pretrained(src, max_shard_size="100KB")
-    (src / "tokenizer_config.json").write_text("{}")
+    (src / "tokenizer_config.json").write_text('{"legacy": true}')
+    (src / "tokenizer.model").write_bytes(tokenizer.read_bytes())
     assert len(list(src.glob("*.safetensors"))) > 1
     out = tmp_path / "out"
     assert main([str(src), str(out), "--dtype", "float32", "--max-shard-size", "200KB", "--quiet"]) == 0

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from convert_helpers import hf_llama, write_meta
+from support.hf_llama import hf_llama
+from support.meta import write_meta
 
 from mlx_llama.convert import main
 
@@ -124,13 +125,20 @@ def test_existing_output_needs_force(capsys, tmp_path, hf):
     (out / "keep.txt").write_text("mine")
     assert main([str(hf), str(out), "--quiet"]) == 2
     assert "--force" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+    # --force replaces only an empty directory or a model output, never a directory of other files
+    assert main([str(hf), str(out), "--quiet", "--force"]) == 2
+    assert "holds other things" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
     assert main([str(hf), str(out), "--quiet", "--force"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    (out / "model.safetensors").write_bytes(b"stale")
+    assert main([str(hf), str(out), "--quiet", "--force"]) == 0  # a model output is replaced
+    assert (out / "model.safetensors").stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "out"]
     assert main([str(hf), str(hf), "--force", "--quiet"]) == 2  # never replace the source itself
     assert (hf / "model.safetensors").is_file()
 
 
+@pytest.mark.subprocess
 def test_command_line_prints_one_line_without_traceback(tmp_path, meta):
     (meta / "params.json").write_text("{not json")
     out = tmp_path / "out"

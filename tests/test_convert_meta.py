@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from convert_helpers import hf_llama, write_meta
+from support.hf_llama import hf_llama
+from support.meta import write_meta
 
 from mlx_llama.checkpoint import hub
 from mlx_llama.checkpoint.meta import MetaCheckpoint, detect_version, find_shards, hf_name, intermediate_size
@@ -55,15 +56,17 @@ def test_version_detection(tmp_path):
     assert detect_version({"norm_eps": 3e-6}, "1", where) == "1"
     with pytest.raises(ConversionError, match="--llama-version"):
         detect_version({"norm_eps": 3e-6}, None, where)
-    with pytest.raises(ConversionError, match="Llama 3"):
-        detect_version({"norm_eps": 1e-5, "vocab_size": 128256, "rope_theta": 500000.0}, None, where)
+    llama3 = {"norm_eps": 1e-5, "vocab_size": 128256, "rope_theta": 500000.0}
+    assert detect_version(llama3, None, where) == "3"
+    assert detect_version({**llama3, "use_scaled_rope": True}, None, where) == "3.1"
+    assert detect_version({**llama3, "use_scaled_rope": True}, "3.2", where) == "3.2"
 
 
 def test_shards_sorted_by_number_not_by_directory_order(tmp_path):
-    for n in (10, 2, 0, 1, 11, 9):
+    for n in (10, 2, 0, 1, 11, 9, 3, 4, 5, 6, 7, 8):
         (tmp_path / f"consolidated.{n:02d}.pth").touch()
     (tmp_path / "consolidated.extra.pth").touch()
-    assert [p.name[13:15] for p in find_shards(tmp_path)] == ["00", "01", "02", "09", "10", "11"]
+    assert [int(p.name[13:15]) for p in find_shards(tmp_path)] == list(range(12))
 
 
 def test_codellama_rope_theta_and_params_wrapped_in_model(tmp_path):

@@ -14,9 +14,9 @@ import weakref
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokenizer_corpus import mistral_model_path, parity_corpus, tiny_model_path
+from support.tokenizer_corpus import mistral_model_path, parity_corpus, tiny_model_path
 
-from mlx_llama.detokenizer import StreamingDetokenizer
+from mlx_llama.tokenizer import StreamingDetokenizer
 from mlx_llama.errors import TokenizerError
 from mlx_llama.tokenizer import LlamaTokenizer
 

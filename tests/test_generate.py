@@ -9,8 +9,6 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from generation_helpers import write_checkpoint  # noqa: E402
-
 from mlx_llama.errors import ConfigError  # noqa: E402
 from mlx_llama.generation.api import _StopStrings, generate, model_generate, stream_generate  # noqa: E402
 from mlx_llama.modeling.heads import LlamaForCausalLM  # noqa: E402
@@ -22,9 +20,8 @@ PROMPTS = [[1, 100, 63, 64], [1, 5, 6, 7, 8, 9, 30], [1, 100]]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    hf = write_checkpoint(path)
+def checkpoint(tiny_checkpoint):
+    path, hf = tiny_checkpoint
     return path, hf, LlamaForCausalLM.from_pretrained(path, dtype="float32")
 
 

@@ -10,7 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from generation_helpers import write_checkpoint  # noqa: E402
+from support.compare import rel_err  # noqa: E402
+from support.hf_llama import hf_logits  # noqa: E402
 
 from mlx_llama.errors import CheckpointError, ConfigError  # noqa: E402
 from mlx_llama.loading import load, model_class  # noqa: E402
@@ -20,40 +21,25 @@ from mlx_llama.modeling.llama import LlamaModel  # noqa: E402
 TEXT = "The cat sat on a mat."
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("hf")
-    return path, write_checkpoint(path)
-
-
-def hf_logits(hf, ids):
-    with torch.no_grad():
-        return hf(torch.tensor([ids])).logits.numpy()
-
-
-def rel_err(a, b):
-    return float(np.abs(a - b).max() / np.abs(b).max())
-
-
-def test_load_transformers_directory(hf_dir):
-    path, hf = hf_dir
+def test_load_transformers_directory(tiny_checkpoint):
+    path, hf = tiny_checkpoint
     model, tokenizer = load(path)
     assert type(model) is LlamaForCausalLM
     ids = tokenizer.encode(TEXT)
     assert ids[0] == 1 and tokenizer.sp_model.decode(ids[1:]) == TEXT
-    assert rel_err(np.array(model(mx.array([ids])).logits), hf_logits(hf, ids)) < 1e-4
+    assert rel_err(np.array(model(mx.array([ids])).logits), hf_logits(hf, [ids])) < 1e-4
 
 
-def test_load_quantized_converted_directory(hf_dir, tmp_path):
+def test_load_quantized_converted_directory(tiny_checkpoint, tmp_path):
     from mlx_llama.convert import convert
 
-    path, hf = hf_dir
+    path, hf = tiny_checkpoint
     out = convert(path, tmp_path / "q8", dtype="float16", quantize=True, q_bits=8, q_group_size=32, quiet=True)
     model, tokenizer = load(out)
     assert isinstance(model.model.layers[0].mlp.up_proj, nn.QuantizedLinear)
     ids = tokenizer.encode(TEXT)
     # 8-bit weights: logits within quantization error of the float reference.
-    assert rel_err(np.array(model(mx.array([ids])).logits.astype(mx.float32)), hf_logits(hf, ids)) < 0.03
+    assert rel_err(np.array(model(mx.array([ids])).logits.astype(mx.float32)), hf_logits(hf, [ids])) < 0.03
     assert model.generate([ids], max_new_tokens=4).shape == (1, len(ids) + 4)
 
 
@@ -67,17 +53,17 @@ def lay_out_hub_cache(cache, repo_id, source, commit="0123456789abcdef0123456789
     return snapshot
 
 
-def test_load_hub_id_offline_from_local_cache(hf_dir, tmp_path, monkeypatch):
+def test_load_hub_id_offline_from_local_cache(tiny_checkpoint, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    path, hf = hf_dir
+    path, hf = tiny_checkpoint
     lay_out_hub_cache(tmp_path, "someone/tiny-llama", path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     model, tokenizer = load("someone/tiny-llama")
     ids = tokenizer.encode(TEXT)
-    assert rel_err(np.array(model(mx.array([ids])).logits), hf_logits(hf, ids)) < 1e-4
+    assert rel_err(np.array(model(mx.array([ids])).logits), hf_logits(hf, [ids])) < 1e-4
     with pytest.raises(CheckpointError, match="someone/missing"):
         load("someone/missing")
 
@@ -103,8 +89,8 @@ def test_class_is_chosen_from_config():
         model_class({"model_type": "mistral"})
 
 
-def test_sequence_classification_checkpoint_loads_its_class(hf_dir, tmp_path):
-    path, _ = hf_dir
+def test_sequence_classification_checkpoint_loads_its_class(tiny_checkpoint, tmp_path):
+    path, _ = tiny_checkpoint
     target = tmp_path / "cls"
     shutil.copytree(path, target)
     config = json.loads((target / "config.json").read_text())

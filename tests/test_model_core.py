@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from hf_oracle import hf_config, hf_model, rel_err, to_np
 from mlx.utils import tree_flatten
+from support.compare import rel_err, to_np
+from support.hf_llama import hf_config, hf_model
 
 from mlx_llama import CheckpointError, ConfigError, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 from mlx_llama.modeling.quantized import CPUQuantizedLinear

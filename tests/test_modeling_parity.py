@@ -6,7 +6,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from hf_oracle import hf_model, rel_err, to_np
+from support.compare import rel_err, to_np
+from support.hf_llama import hf_model
 
 import mlx_llama
 from mlx_llama import (

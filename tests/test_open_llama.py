@@ -9,7 +9,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from hf_oracle import rel_err, to_np
+from support.compare import rel_err, to_np
 from transformers.models.deprecated import open_llama as hf_ol
 
 import mlx_llama
@@ -229,7 +229,7 @@ def hf_greedy(hf, ids, mask, steps):
 
 
 def test_transformers_checkpoint_converts_and_generates(tmp_path):
-    from generation_helpers import train_tokenizer
+    from support.checkpoints import train_tokenizer
 
     from mlx_llama.cli import main as cli_main
     from mlx_llama.convert import main as convert_main
@@ -252,3 +252,21 @@ def test_transformers_checkpoint_converts_and_generates(tmp_path):
     assert np.array_equal(got, expected)
     assert cli_main(["generate", "--model", str(out), "--prompt", "the cat", "--max-tokens", "4",
                      "--no-chat-template", "--quiet"]) == 0
+
+
+def test_bare_open_llama_model_from_pretrained_and_load(tmp_path):
+    """OpenLlamaModel reads Open-Llama's config (stable embedding, rope checks) and load() takes a bare dir."""
+    hf = hf_model("OpenLlamaModel")
+    hf.save_pretrained(tmp_path)
+    ids = ids_for(2, 10)
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state
+    ours = mlx_llama.OpenLlamaModel.from_pretrained(tmp_path)
+    assert isinstance(ours.config, OpenLlamaConfig) and "embed_layer_norm" in ours
+    loaded = load_model(tmp_path)
+    assert type(loaded) is mlx_llama.OpenLlamaModel
+    for model in (ours, loaded):
+        out = model(ids, attention_mask=mask).last_hidden_state
+        assert rel_err(out, ref) <= TOL  # every position, pads included

@@ -25,7 +25,7 @@ import warnings
 
 import numpy as np
 import pytest
-from tokenizer_corpus import mistral_model_path, parity_corpus, tiny_model_path
+from support.tokenizer_corpus import mistral_model_path, parity_corpus, tiny_model_path
 
 from mlx_llama.errors import TokenizerError
 from mlx_llama.tokenizer import LlamaTokenizer
@@ -336,6 +336,7 @@ def test_legacy_none_warns_and_means_true():
     assert tok.legacy is True
 
 
+@pytest.mark.subprocess
 def test_runtime_needs_neither_transformers_nor_protobuf():
     """The run-time path uses sentencepiece alone: block the oracles' packages and tokenize, decode, stream."""
     code = (

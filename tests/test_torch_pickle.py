@@ -82,6 +82,7 @@ def test_module_state_dict_with_metadata(tmp_path):
         np.testing.assert_array_equal(got[name].numpy(), tensor.numpy())
 
 
+@pytest.mark.subprocess
 def test_reads_without_torch_installed(tmp_path):
     torch.save({"w": torch.arange(6, dtype=torch.bfloat16).view(2, 3)}, tmp_path / "w.pth")
     code = (

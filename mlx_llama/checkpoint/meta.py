@@ -8,16 +8,22 @@ one at a time, each shard's slice copied straight from its mapped file into the 
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from dataclasses import dataclass
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError, ConversionError
+from ..errors import CheckpointError, ConversionError, shorten
 from ..jsonio import read_json_object
+from . import llama3, tiktoken_bpe
+from .spec import TensorSpec
 from .torch_pickle import LazyTensor, load_torch_file
+
+__all__ = ["MetaCheckpoint", "TensorSpec", "detect_version", "find_shards", "hf_name", "read_params"]
 
 # Meta per-layer name -> (Transformers name inside model.layers.i, shard axis or None when replicated)
 _LAYER = {
@@ -40,7 +46,7 @@ _GLOBAL = {
 _DROPPED = {"rope.freqs"}  # precomputed rotary table in LLaMA 1 files; not a weight
 _LAYER_RE = re.compile(r"layers\.(\d+)\.(.+)")
 CONTEXT_LENGTH = {"1": 2048, "2": 4096}
-VERSIONS = tuple(CONTEXT_LENGTH)
+VERSIONS = (*CONTEXT_LENGTH, *llama3.LLAMA3_VERSIONS)
 
 
 def hf_name(meta_name: str) -> tuple[str, int | None] | None:
@@ -63,26 +69,64 @@ def intermediate_size(dim: int, multiple_of: int = 256, ffn_dim_multiplier: floa
     return multiple_of * math.ceil(hidden / multiple_of)
 
 
+_LIMIT = 1 << 20  # no LLaMA dimension, head or layer count comes near this
+
+
+def _number(params: dict, key: str, path: Path, *, integer: bool, required: bool = True, default=None,
+            positive: bool = True):
+    """params[key] checked: an int (or any finite number), positive unless told otherwise, within _LIMIT."""
+    if key not in params or params[key] is None:
+        if required:
+            raise CheckpointError(f"{path}: field {key!r} is missing")
+        return default
+    value = params[key]
+    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    if ok and not integer:
+        ok = math.isfinite(value)
+    if ok and positive:
+        ok = 0 < value and (not integer or value <= _LIMIT)
+    if not ok:
+        kind = "integer" if integer else "number"
+        raise CheckpointError(
+            f"{path}: field {key!r} must be a {'positive ' if positive else ''}{kind}, got {shorten(value)}"
+        )
+    return value
+
+
 def read_params(directory: Path) -> dict:
-    """params.json as a dict (unwrapping the {"model": {...}} form some releases use)."""
+    """params.json as a dict (unwrapping the {"model": {...}} form some releases use), its fields validated."""
     path = directory / "params.json"
     params = read_json_object(path, hint="a Meta checkpoint directory needs params.json")
-    if isinstance(params, dict) and isinstance(params.get("model"), dict):
+    if isinstance(params.get("model"), dict):
         params = params["model"]
-    for key in ("dim", "n_layers", "n_heads", "norm_eps"):
-        if not isinstance(params, dict) or key not in params:
-            raise CheckpointError(f"{path}: field {key!r} is missing")
+    for key in ("dim", "n_layers", "n_heads"):
+        _number(params, key, path, integer=True)
+    _number(params, "norm_eps", path, integer=False)
+    for key in ("n_kv_heads", "multiple_of"):
+        _number(params, key, path, integer=True, required=False)
+    for key in ("ffn_dim_multiplier", "rope_theta"):
+        _number(params, key, path, integer=False, required=False)
+    vocab = _number(params, "vocab_size", path, integer=True, required=False, default=-1, positive=False)
+    if vocab != -1 and not 0 < vocab <= 1 << 24:
+        raise CheckpointError(f"{path}: field 'vocab_size' must be -1 or a positive integer, got {vocab}")
     return params
 
 
 def find_shards(directory: Path) -> list[Path]:
-    """consolidated.NN.pth files sorted by their number (the concatenation order)."""
+    """consolidated.NN.pth files sorted by their number (the concatenation order); numbers must run 0..n-1."""
     shards = []
     for path in directory.glob("consolidated.*.pth"):
         match = re.fullmatch(r"consolidated\.(\d+)\.pth", path.name)
         if match:
             shards.append((int(match.group(1)), path))
-    return [p for _, p in sorted(shards)]
+    shards.sort()
+    for expected, (number, path) in enumerate(shards):
+        if number != expected:
+            raise CheckpointError(
+                f"{directory}: consolidated.{expected:02d}.pth is missing (found {path.name}); a Meta checkpoint "
+                "has shards numbered 00, 01, ... without gaps"
+            )
+    return [p for _, p in shards]
 
 
 def find_tokenizer(directory: Path) -> Path | None:
@@ -93,14 +137,14 @@ def find_tokenizer(directory: Path) -> Path | None:
     return None
 
 
-def detect_version(params: dict, override: str | None, path: Path) -> str:
-    """'1' or '2': LLaMA 1 ships norm_eps 1e-6, Llama 2 1e-5 (and GQA's n_kv_heads)."""
+def detect_version(params: dict, override: str | None, path: Path, tokenizer: Path | None = None) -> str:
+    """'1' or '2': LLaMA 1 ships norm_eps 1e-6, Llama 2 1e-5 (and GQA's n_kv_heads); 3.x: see `llama3`."""
     if override is not None:
         if str(override) not in VERSIONS:
             raise ConversionError(f"--llama-version {override!r}: expected one of {', '.join(VERSIONS)}")
         return str(override)
-    if params.get("vocab_size", -1) >= 100000 or params.get("use_scaled_rope") or params.get("rope_theta") == 5e5:
-        raise ConversionError(f"{path}: this looks like a Llama 3 checkpoint, which is not supported (LLaMA 1/2 only)")
+    if llama3.looks_like_llama3(params, tokenizer):
+        return llama3.infer_version(params)
     if "n_kv_heads" in params or params["norm_eps"] == 1e-5:
         return "2"
     if params["norm_eps"] == 1e-6:
@@ -120,28 +164,21 @@ def read_tokenizer(path: Path):
     return processor
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """A tensor to be produced: its Transformers name, full shape and dtype name (bfloat16, float16, ...)."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-
-
 class MetaCheckpoint:
     """An original Meta checkpoint directory, read lazily; `read(name)` builds one merged tensor."""
 
-    def __init__(self, directory: str | Path, llama_version: str | None = None):
+    def __init__(self, directory: str | Path, llama_version: str | None = None, instruct: bool = False):
         self.directory = Path(directory)
         self.params = read_params(self.directory)
-        self.version = detect_version(self.params, llama_version, self.directory / "params.json")
+        self.instruct = instruct
+        self.tokenizer_path = find_tokenizer(self.directory)
+        self.version = detect_version(self.params, llama_version, self.directory / "params.json", self.tokenizer_path)
+        self.is_llama3 = self.version in llama3.LLAMA3_VERSIONS
         paths = find_shards(self.directory)
         if not paths:
             raise CheckpointError(f"{self.directory}: params.json found but no consolidated.NN.pth shard")
         self.shard_paths = paths
         self.shards = [load_torch_file(p) for p in paths]
-        self.tokenizer_path = find_tokenizer(self.directory)
         self._sources: dict[str, tuple[str, int | None]] = {}
         self._specs = self._plan()
         self.config = self._derive_config()
@@ -165,6 +202,8 @@ class MetaCheckpoint:
             if mapped is None:
                 continue
             name, axis = mapped
+            if self.is_llama3 and name == "model.embed_tokens.weight":
+                axis = 0  # Llama 3 splits the embedding over the vocabulary (VocabParallelEmbedding)
             shape, dtype = self._check_shards(meta, axis)
             if axis is not None:
                 shape = tuple(n * len(self.shards) if i == axis else n for i, n in enumerate(shape))
@@ -183,83 +222,140 @@ class MetaCheckpoint:
                 )
         return ref.shape, ref.dtype
 
-    def _derive_config(self) -> dict:
+    def _heads(self) -> tuple[int, int, int]:
+        """(n_heads, n_kv_heads, head_dim), consistent with dim and splittable across the shards."""
         p, params_path = self.params, self.directory / "params.json"
-        dim, n_heads, n_layers = int(p["dim"]), int(p["n_heads"]), int(p["n_layers"])
-        n_kv = int(p.get("n_kv_heads") or n_heads)
-        shapes = {s.name: s.shape for s in self._specs}
+        dim, n_heads = p["dim"], p["n_heads"]
+        n_kv = p.get("n_kv_heads") or n_heads
         n_shards = len(self.shards)
-        if dim % n_heads or n_heads % n_kv:
-            raise CheckpointError(f"{params_path}: dim {dim}, n_heads {n_heads}, n_kv_heads {n_kv} are inconsistent")
+        if dim % n_heads or n_heads % n_kv or (dim // n_heads) % 2:
+            raise CheckpointError(
+                f"{params_path}: dim {dim}, n_heads {n_heads}, n_kv_heads {n_kv} are inconsistent (dim must be "
+                "n_heads times an even head size, n_heads a multiple of n_kv_heads)"
+            )
         if n_heads % n_shards or n_kv % n_shards:
             raise ConversionError(
                 f"{self.directory}: {n_shards} shards cannot split {n_heads} heads / {n_kv} kv heads evenly "
                 "(replicated kv heads are not supported)"
             )
-        head_dim = dim // n_heads
-        ffn = intermediate_size(dim, int(p.get("multiple_of", 256)), p.get("ffn_dim_multiplier"))
-        expected = {
-            "model.embed_tokens.weight": (None, dim),
-            "model.layers.0.self_attn.q_proj.weight": (dim, dim),
-            "model.layers.0.self_attn.k_proj.weight": (n_kv * head_dim, dim),
-            "model.layers.0.mlp.gate_proj.weight": (ffn, dim),
-            "model.norm.weight": (dim,),
-        }
+        return n_heads, n_kv, dim // n_heads
+
+    def _check_shapes(self, n_kv: int, head_dim: int, ffn: int) -> None:
+        """The merged shapes of the weights agree with params.json, and there are exactly n_layers layers."""
+        dim, n_layers = self.params["dim"], self.params["n_layers"]
+        shapes = {s.name: s.shape for s in self._specs}
+        expected = {"model.embed_tokens.weight": (None, dim), "model.norm.weight": (dim,),
+                    "lm_head.weight": (None, dim)}
+        for i in range(n_layers):
+            p = f"model.layers.{i}."
+            expected.update({
+                p + "self_attn.q_proj.weight": (dim, dim), p + "self_attn.k_proj.weight": (n_kv * head_dim, dim),
+                p + "self_attn.v_proj.weight": (n_kv * head_dim, dim), p + "self_attn.o_proj.weight": (dim, dim),
+                p + "mlp.gate_proj.weight": (ffn, dim), p + "mlp.up_proj.weight": (ffn, dim),
+                p + "mlp.down_proj.weight": (dim, ffn), p + "input_layernorm.weight": (dim,),
+                p + "post_attention_layernorm.weight": (dim,),
+            })
+        extra = sorted(set(shapes) - set(expected))
+        if extra:
+            raise CheckpointError(f"{self.shard_paths[0]}: {extra[0]} is not expected with n_layers {n_layers} "
+                                  "in params.json")
         for name, want in expected.items():
             got = shapes.get(name)
-            if (
-                got is None
-                or any(w is not None and w != g for w, g in zip(want, got, strict=False))
-                or len(got) != len(want)
-            ):
-                raise CheckpointError(
-                    f"{self.shard_paths[0]}: {name} has merged shape {got}, params.json implies {want}"
-                )
-        for i in range(n_layers):
-            if f"model.layers.{i}.self_attn.q_proj.weight" not in shapes:
-                raise CheckpointError(f"{self.shard_paths[0]}: layer {i} is missing (params.json says {n_layers})")
+            if got is None:
+                raise CheckpointError(f"{self.shard_paths[0]}: {name} is missing (params.json has n_layers {n_layers})")
+            if len(got) != len(want) or any(w not in (None, g) for w, g in zip(want, got)):
+                implied = ["vocab" if w is None else w for w in want]
+                raise CheckpointError(f"{self.shard_paths[0]}: {name} has merged shape {list(got)}, params.json "
+                                      f"implies {implied}")
+
+    def _vocab(self) -> tuple[int, int, int]:
+        """(vocab_size, bos id, eos id): params.json, the tokenizer and the embedding rows must agree."""
+        shapes = {s.name: s.shape for s in self._specs}
         rows = shapes["model.embed_tokens.weight"][0]
-        vocab = int(p.get("vocab_size", -1))
-        bos, eos = 1, 2
-        if self.tokenizer_path is not None:
+        if shapes["lm_head.weight"][0] != rows:
+            raise CheckpointError(f"{self.shard_paths[0]}: output.weight has {shapes['lm_head.weight'][0]} rows, "
+                                  f"the embedding {rows}")
+        vocab, bos, eos = self.params.get("vocab_size", -1), 1, 2
+        if self.is_llama3:
+            vocab = self._llama3_vocab(vocab, rows)
+        elif self.tokenizer_path is not None:
             sp = read_tokenizer(self.tokenizer_path)
             sp_vocab, bos, eos = sp.GetPieceSize(), sp.bos_id(), sp.eos_id()
-            if vocab <= 0:
-                vocab = sp_vocab
             if sp_vocab != rows:
                 raise CheckpointError(f"{self.tokenizer_path}: {sp_vocab} pieces, but the embedding has {rows} rows")
-        elif vocab <= 0:
+        if vocab <= 0:
             vocab = rows
         if vocab != rows:
-            raise CheckpointError(f"{params_path}: vocab_size {vocab} but the embedding has {rows} rows")
-        rope_theta = float(p.get("rope_theta", 10000.0))
+            raise CheckpointError(f"{self.directory / 'params.json'}: vocab_size {vocab} but the embedding has "
+                                  f"{rows} rows")
+        return vocab, bos, eos
+
+    def _derive_config(self) -> dict:
+        """The Transformers config.json of this checkpoint, after checking params.json against the weights."""
+        p = self.params
+        n_heads, n_kv, head_dim = self._heads()
+        ffn = intermediate_size(p["dim"], p.get("multiple_of") or 256, p.get("ffn_dim_multiplier"))
+        self._check_shapes(n_kv, head_dim, ffn)
+        vocab, bos, eos = self._vocab()
+        rope_theta = float(p.get("rope_theta") or 10000.0)
         # CodeLlama (rope_theta 1e6) was trained to 16384 positions.
-        max_pos = 16384 if rope_theta > 10000 else CONTEXT_LENGTH[self.version]
-        return {
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
-            "hidden_size": dim,
-            "intermediate_size": ffn,
-            "num_attention_heads": n_heads,
-            "num_key_value_heads": n_kv,
-            "num_hidden_layers": n_layers,
-            "head_dim": head_dim,
-            "vocab_size": vocab,
-            "max_position_embeddings": max_pos,
-            "rms_norm_eps": float(p["norm_eps"]),
-            "rope_theta": rope_theta,
-            "rope_scaling": None,
-            "hidden_act": "silu",
-            "attention_bias": False,
-            "mlp_bias": False,
-            "attention_dropout": 0.0,
-            "initializer_range": 0.02,
-            "pretraining_tp": 1,
-            "tie_word_embeddings": False,
-            "use_cache": True,
-            "bos_token_id": bos,
-            "eos_token_id": eos,
+        max_pos = 16384 if rope_theta > 10000 else CONTEXT_LENGTH.get(self.version, 0)
+        config = {
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "hidden_size": p["dim"], "intermediate_size": ffn, "num_attention_heads": n_heads,
+            "num_key_value_heads": n_kv, "num_hidden_layers": p["n_layers"], "head_dim": head_dim,
+            "vocab_size": vocab, "max_position_embeddings": max_pos, "rms_norm_eps": float(p["norm_eps"]),
+            "rope_theta": rope_theta, "rope_scaling": None, "hidden_act": "silu", "attention_bias": False,
+            "mlp_bias": False, "attention_dropout": 0.0, "initializer_range": 0.02, "pretraining_tp": 1,
+            "tie_word_embeddings": False, "use_cache": True, "bos_token_id": bos, "eos_token_id": eos,
         }
+        if self.is_llama3:
+            config.update(llama3.config_updates(self.version, p, self.instruct, n_base=vocab - llama3.NUM_SPECIAL))
+        return config
+
+    def _llama3_vocab(self, vocab: int, rows: int) -> int:
+        """The vocabulary of a 3.x checkpoint: its tiktoken file's tokens + 256 specials must fill the embedding."""
+        if self.tokenizer_path is not None:
+            where = self.tokenizer_path
+            if not llama3.is_tiktoken_file(where):
+                raise CheckpointError(f"{where}: a Llama 3 checkpoint needs Meta's tiktoken tokenizer.model")
+            n = llama3.vocab_size(where)
+            if n != rows:
+                raise CheckpointError(f"{where}: {n} tokens with the specials, but the embedding has {rows} rows")
+            vocab = n if vocab <= 0 else vocab
+        return rows if vocab <= 0 else vocab
+
+    def write_tokenizer(self, out: Path) -> None:
+        """tokenizer.model plus the configs Transformers' LlamaTokenizer reads (LLaMA 1/2 conventions); for
+        Llama 3.x a tokenizer.json made from the tiktoken file, and generation_config.json."""
+        if self.tokenizer_path is None:
+            print(f"warning: no tokenizer.model beside {self.directory}; the output has no tokenizer", file=sys.stderr)
+            return
+        if self.is_llama3:
+            context = self.config["max_position_embeddings"]
+            tiktoken_bpe.write_tokenizer(self.tokenizer_path, out, self.version, context, self.instruct)
+            gen = llama3.generation_config(self.version, self.instruct, self.config["bos_token_id"])
+            (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+            return
+        shutil.copyfile(self.tokenizer_path, out / "tokenizer.model")
+        sp = read_tokenizer(self.tokenizer_path)
+        special = {
+            "bos_token": sp.IdToPiece(sp.bos_id()),
+            "eos_token": sp.IdToPiece(sp.eos_id()),
+            "unk_token": sp.IdToPiece(sp.unk_id()),
+        }
+        tokenizer_config = {
+            "tokenizer_class": "LlamaTokenizer",
+            **special,
+            "pad_token": None,
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "legacy": True,
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": self.config["max_position_embeddings"],
+        }
+        (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+        (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
 
     # -- reading -------------------------------------------------------------------------------------------
     def specs(self) -> list[TensorSpec]:

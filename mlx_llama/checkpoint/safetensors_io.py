@@ -1,73 +1,77 @@
 """Safetensors checkpoints on disk <-> dicts of mx.array, in the Transformers layout.
 
 Reading goes through `mx.load`, which maps each tensor lazily: nothing is read until the array is evaluated,
-and then straight into MLX memory, so no second copy of the weights ever sits in Python. Writing shards by
-size and adds `model.safetensors.index.json` as Transformers does, so either library loads the result.
+and then straight into MLX memory, so no second copy of the weights ever sits in Python. Every header is
+validated first (`safetensors_header`), so a hostile file fails cleanly before MLX parses it. Writing shards
+by size and adds `model.safetensors.index.json` as Transformers does, so either library loads the result.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+import math
 from pathlib import Path
 
 import mlx.core as mx
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError, shorten
+from .index import shard_files, write_index
+from .paths import inside
+from .safetensors_header import read_safetensors_header
+from .shards import INDEX_FILE, SINGLE_FILE, plan_shards, shard_names
 
-SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
+__all__ = ["DEFAULT_MAX_SHARD_SIZE", "INDEX_FILE", "SINGLE_FILE", "checkpoint_files", "load_safetensors",
+           "parse_size", "read_safetensors_header", "save_safetensors"]
+
 DEFAULT_MAX_SHARD_SIZE = 5 * 10**9
+_UNITS = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+          "TB": 10**12, "B": 1}
 
 
 def parse_size(size: int | str) -> int:
-    """'5GB' / '500MB' / '2GiB' / 1000 -> bytes (decimal units as Transformers, binary with 'i')."""
-    if isinstance(size, int):
-        return size
-    text = size.strip().upper()
-    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
-    for unit, scale in units.items():
-        if text.endswith(unit):
-            try:
-                return int(float(text[: -len(unit)]) * scale)
-            except ValueError:
-                break
-    try:
-        return int(text)
-    except ValueError:
-        raise CheckpointError(f"invalid shard size {size!r}; expected e.g. '5GB', '500MB' or a byte count") from None
+    """'5GB' / '500MB' / '2GiB' / 1000 -> a positive byte count (decimal units as Transformers, binary with 'i')."""
+    value: float | None = None
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    elif isinstance(size, str):
+        text = size.strip().upper()
+        unit = next((u for u in _UNITS if text.endswith(u)), "B" if text[-1:].isdigit() else None)
+        try:
+            number = float(text[: len(text) - len(unit)]) if unit and text.endswith(unit) else float(text)
+            value = number * _UNITS[unit or "B"]
+        except (ValueError, KeyError):
+            value = None
+    if value is None or not math.isfinite(value) or value < 1 or value > 2**62:
+        raise ConfigError(
+            f"invalid shard size {shorten(size)}; expected a positive size such as '5GB', '500MB' or a byte count"
+        )
+    return int(value)
 
 
 def checkpoint_files(path: str | Path) -> list[Path]:
     """The safetensors files of a model directory: the index's shards, or the single file."""
     path = Path(path)
-    index = path / INDEX_FILE
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
-        files = [path / name for name in dict.fromkeys(weight_map.values())]
-        for file in files:
-            if not file.is_file():
-                raise CheckpointError(f"{index}: lists shard {file.name}, which is missing from {path}")
-        return files
+    if (path / INDEX_FILE).is_file():
+        return shard_files(path / INDEX_FILE)
     if (path / SINGLE_FILE).is_file():
-        return [path / SINGLE_FILE]
+        return [inside(path, SINGLE_FILE, str(path))]
     found = sorted(path.glob("*.safetensors"))
     if found:
-        return found
+        return [inside(path, p.name, str(path)) for p in found]
     raise CheckpointError(
         f"{path}: no {SINGLE_FILE} or {INDEX_FILE} found; convert other formats with `mlx-llama convert`"
     )
 
 
 def load_safetensors(path: str | Path) -> dict[str, mx.array]:
-    """All tensors of a model directory (or one .safetensors file), lazily."""
+    """All tensors of a model directory (or one .safetensors file), lazily; a name in two files is an error."""
     path = Path(path)
     files = [path] if path.is_file() else checkpoint_files(path)
     weights: dict[str, mx.array] = {}
     for file in files:
+        names = read_safetensors_header(file)
+        again = next((n for n in names if n in weights), None)
+        if again is not None:
+            raise CheckpointError(f"{file}: tensor {shorten(again)} also appears in another shard")
         try:
             weights.update(mx.load(str(file)))
         except Exception as e:  # MLX raises RuntimeError/ValueError with low-level text
@@ -80,30 +84,14 @@ def save_safetensors(path: str | Path, weights: dict[str, mx.array], max_shard_s
     """Write weights into `path` as one file or size-bounded shards plus an index; returns the file names."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    shards = list(_shard(weights.items(), parse_size(max_shard_size)))
+    items = list(weights.items())
+    shards = plan_shards([v.nbytes for _, v in items], parse_size(max_shard_size))
+    names = shard_names(len(shards))
     meta = {"format": "mlx", **(metadata or {})}
-    if len(shards) == 1:
-        mx.save_safetensors(str(path / SINGLE_FILE), dict(shards[0]), metadata=meta)
-        return [SINGLE_FILE]
-    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map: dict[str, str] = {}
-    for name, shard in zip(names, shards):
-        mx.save_safetensors(str(path / name), dict(shard), metadata=meta)
-        weight_map.update({key: name for key, _ in shard})
-    total = sum(v.nbytes for v in weights.values())
-    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    (path / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    for name, members in zip(names, shards, strict=True):
+        mx.save_safetensors(str(path / name), {items[i][0]: items[i][1] for i in members}, metadata=meta)
+        weight_map.update({items[i][0]: name for i in members})
+    if len(names) > 1:
+        write_index(path / INDEX_FILE, weight_map, sum(v.nbytes for v in weights.values()))
     return names
-
-
-def _shard(items: Iterable[tuple[str, mx.array]], max_bytes: int) -> Iterable[list[tuple[str, mx.array]]]:
-    current: list[tuple[str, mx.array]] = []
-    size = 0
-    for key, value in items:
-        if current and size + value.nbytes > max_bytes:
-            yield current
-            current, size = [], 0
-        current.append((key, value))
-        size += value.nbytes
-    if current:
-        yield current

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from ..token_ids import trusted_ids
 from .sampling import TokenChooser, mark_seen, seen_mask
 from .wired import wired_limit
 
@@ -147,14 +148,15 @@ def _decode(
             attention_mask = mx.concatenate([attention_mask, ones], axis=1)
             # A 4D boolean mask is used as given: no host round trip to inspect a 2D one every step.
             step_mask = attention_mask.astype(mx.bool_)[:, None, None, :]
-        out = model(
-            token[:, None],
-            attention_mask=step_mask,
-            position_ids=next_position,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        with trusted_ids():  # sampled from the model's own logits: in range, no host read-back needed
+            out = model(
+                token[:, None],
+                attention_mask=step_mask,
+                position_ids=next_position,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         if next_position is not None:
             next_position = next_position + 1
         return out.logits[:, -1, :]

@@ -11,6 +11,9 @@ import mlx.nn as nn
 
 from ..cache import KVCache
 from ..config import LlamaConfig
+from ..errors import InputError
+from ..token_ids import check_ids
+from .call_options import finish, logits_slice
 from .llama import LlamaModel, as_array
 from .pretrained import PreTrainedModel
 
@@ -105,6 +108,18 @@ def sequence_classification_loss(pooled: mx.array, labels: Any, config: LlamaCon
     return bce_with_logits(pooled, labels.astype(pooled.dtype))
 
 
+def _labels(labels: Any, shape: tuple[int, ...], what: str) -> mx.array:
+    """Integer labels of exactly `shape` (those of the logits they score), or InputError."""
+    try:
+        labels = as_array(labels)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{what} must be an integer array ({exc})") from None
+    if tuple(labels.shape) != tuple(shape) or not mx.issubdtype(labels.dtype, mx.integer):
+        raise InputError(f"{what} must be integers of shape {list(shape)} (as input_ids), got "
+                         f"{labels.dtype} {list(labels.shape)}")
+    return labels.astype(mx.int32)
+
+
 # ---- heads ---------------------------------------------------------------------------------------------------
 
 class LlamaForCausalLM(PreTrainedModel):
@@ -122,16 +137,19 @@ class LlamaForCausalLM(PreTrainedModel):
     def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
                  past_key_values: list[KVCache] | None = None, inputs_embeds: Any = None, labels: Any = None,
                  use_cache: bool | None = None, output_attentions: bool = False, output_hidden_states: bool = False,
-                 logits_to_keep: int = 0, num_items_in_batch: int | None = None) -> CausalLMOutputWithPast:
+                 logits_to_keep: Any = 0, num_items_in_batch: int | None = None, cache_position: Any = None,
+                 return_dict: bool | None = None, num_logits_to_keep: int | None = None) -> CausalLMOutputWithPast:
         """Logits for the last `logits_to_keep` positions (0 = all); the shifted LM loss when `labels` are given."""
         out = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
-                         output_attentions, output_hidden_states)
-        h = out.last_hidden_state
-        if logits_to_keep:
-            h = h[:, -logits_to_keep:]
+                         output_attentions, output_hidden_states, cache_position)
+        h = logits_slice(out.last_hidden_state, logits_to_keep, num_logits_to_keep)
         logits = self.lm_head(h) if "lm_head" in self else self.model.embed_tokens.as_linear(h)
-        loss = None if labels is None else causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch)
-        return CausalLMOutputWithPast(loss, logits, out.past_key_values, out.hidden_states, out.attentions)
+        loss = None
+        if labels is not None:
+            labels = _labels(labels, logits.shape[:2], "labels")
+            loss = causal_lm_loss(logits, labels, num_items_in_batch=num_items_in_batch)
+        return finish(CausalLMOutputWithPast(loss, logits, out.past_key_values, out.hidden_states, out.attentions),
+                      return_dict)
 
 
 class LlamaForSequenceClassification(PreTrainedModel):
@@ -160,16 +178,18 @@ class LlamaForSequenceClassification(PreTrainedModel):
     def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
                  past_key_values: list[KVCache] | None = None, inputs_embeds: Any = None, labels: Any = None,
                  use_cache: bool | None = None, output_attentions: bool = False,
-                 output_hidden_states: bool = False) -> SequenceClassifierOutputWithPast:
-        input_ids = as_array(input_ids, mx.int32)
+                 output_hidden_states: bool = False, cache_position: Any = None,
+                 return_dict: bool | None = None) -> SequenceClassifierOutputWithPast:
+        input_ids = None if input_ids is None else check_ids(input_ids, self.config.vocab_size)
         out = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
-                         output_attentions, output_hidden_states)
+                         output_attentions, output_hidden_states, cache_position)
         logits = self.score(out.last_hidden_state)
         B, T = logits.shape[:2]
         idx = self.pooling_index(input_ids, B, T)
         pooled = logits[mx.arange(B), idx]
         loss = None if labels is None else sequence_classification_loss(pooled, labels, self.config)
-        return SequenceClassifierOutputWithPast(loss, pooled, out.past_key_values, out.hidden_states, out.attentions)
+        return finish(SequenceClassifierOutputWithPast(loss, pooled, out.past_key_values, out.hidden_states,
+                                                       out.attentions), return_dict)
 
 
 class LlamaForQuestionAnswering(PreTrainedModel):
@@ -186,7 +206,8 @@ class LlamaForQuestionAnswering(PreTrainedModel):
 
     def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
                  inputs_embeds: Any = None, start_positions: Any = None, end_positions: Any = None,
-                 output_attentions: bool = False, output_hidden_states: bool = False) -> QuestionAnsweringModelOutput:
+                 output_attentions: bool = False, output_hidden_states: bool = False,
+                 return_dict: bool | None = None) -> QuestionAnsweringModelOutput:
         out = self.transformer(input_ids, attention_mask, position_ids, None, inputs_embeds, False,
                                output_attentions, output_hidden_states)
         logits = self.qa_outputs(out.last_hidden_state)
@@ -201,7 +222,8 @@ class LlamaForQuestionAnswering(PreTrainedModel):
                 return cross_entropy(span_logits.astype(mx.float32), positions, ignore_index=T)
 
             loss = (span_loss(start_logits, start_positions) + span_loss(end_logits, end_positions)) / 2
-        return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
+        return finish(QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions),
+                      return_dict)
 
 
 class LlamaForTokenClassification(PreTrainedModel):
@@ -221,12 +243,12 @@ class LlamaForTokenClassification(PreTrainedModel):
 
     def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
                  inputs_embeds: Any = None, labels: Any = None, output_attentions: bool = False,
-                 output_hidden_states: bool = False) -> TokenClassifierOutput:
+                 output_hidden_states: bool = False, return_dict: bool | None = None) -> TokenClassifierOutput:
         out = self.model(input_ids, attention_mask, position_ids, None, inputs_embeds, False,
                          output_attentions, output_hidden_states)
         logits = self.score(self.dropout(out.last_hidden_state))
         loss = None
         if labels is not None:
             flat = logits.reshape(-1, self.config.num_labels).astype(mx.float32)
-            loss = cross_entropy(flat, as_array(labels, mx.int32).reshape(-1))
-        return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+            loss = cross_entropy(flat, _labels(labels, logits.shape[:2], "labels").reshape(-1))
+        return finish(TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions), return_dict)

@@ -17,7 +17,10 @@ import numpy as np
 
 from ..cache import KVCache
 from ..config import LlamaConfig
+from ..errors import InputError
 from ..rope import RotaryEmbedding
+from ..token_ids import check_ids
+from .call_options import check_past_key_values, finish, positions_from_cache_position
 from .pretrained import PreTrainedModel
 
 
@@ -175,12 +178,12 @@ def causal_mask(T: int, past: int) -> mx.array:
     return mx.arange(past + T)[None, :] <= (mx.arange(T) + past)[:, None]
 
 
-def padding_causal_mask(mask2d: mx.array, T: int, past: int) -> mx.array:
-    """Boolean [B, 1, T, past+T] mask from a 2D padding mask (1 keep, 0 pad), as Transformers builds it.
+def padding_causal_mask(mask2d: mx.array, T: int, past: int, dtype: mx.Dtype = mx.float32) -> mx.array:
+    """Additive [B, 1, T, past+T] mask (0 keep, finfo.min masked) from a 2D padding mask, as Transformers' eager.
 
-    A query that can see nothing (a left-pad token) is allowed to see itself, so no row is empty: empty
-    rows give NaN in softmax, and NaN keys at pad slots would leak into valid rows through 0 * NaN.
-    Outputs at pad positions are undefined in Transformers too.
+    A query that can see no key (a left-pad token) gets finfo.min on every key; scores + min round to min,
+    so its softmax is uniform over all keys, exactly as in Transformers. A right-pad query sees the valid
+    keys before it and not itself. Every row stays finite, so nothing leaks into valid rows.
     """
     kv_len = past + T
     mask2d = mask2d.astype(mx.bool_)
@@ -190,8 +193,7 @@ def padding_causal_mask(mask2d: mx.array, T: int, past: int) -> mx.array:
     kv_idx = mx.arange(kv_len)[None, :]
     q_pos = (mx.arange(T) + past)[:, None]
     allowed = (kv_idx <= q_pos)[None] & mask2d[:, None, :]
-    allowed = allowed | (kv_idx == q_pos)[None]
-    return allowed[:, None]
+    return mx.where(allowed, mx.array(0, dtype), mx.array(mx.finfo(dtype).min, dtype))[:, None]
 
 
 class LlamaModel(PreTrainedModel):
@@ -215,7 +217,7 @@ class LlamaModel(PreTrainedModel):
 
     def embed(self, input_ids: mx.array) -> mx.array:
         """Token lookup; in training the padding row gets no gradient, as torch's `padding_idx` does."""
-        if self.training and self.padding_idx is not None:
+        if self.training and self.padding_idx is not None and isinstance(self.embed_tokens, nn.Embedding):
             weight = self.embed_tokens.weight
             is_pad = (mx.arange(weight.shape[0]) == self.padding_idx)[:, None]
             return mx.where(is_pad, mx.stop_gradient(weight), weight)[input_ids]
@@ -223,14 +225,19 @@ class LlamaModel(PreTrainedModel):
 
     def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
                  past_key_values: list[KVCache] | None = None, inputs_embeds: Any = None, use_cache: bool | None = None,
-                 output_attentions: bool = False, output_hidden_states: bool = False) -> BaseModelOutputWithPast:
+                 output_attentions: bool = False, output_hidden_states: bool = False, cache_position: Any = None,
+                 return_dict: bool | None = None) -> BaseModelOutputWithPast:
         """Run the decoder. A 2D `attention_mask` is a padding mask [B, past+T] (1 keep); a 4D one is additive."""
+        check_past_key_values(past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
-            h = self.embed(as_array(input_ids, mx.int32))
+            h = self.embed(check_ids(input_ids, self.vocab_size))
         else:
             h = as_array(inputs_embeds)
+            if h.ndim != 3 or h.shape[-1] != self.config.hidden_size:
+                raise InputError(f"inputs_embeds must be [batch, length, {self.config.hidden_size}], got "
+                                 f"shape {list(h.shape)}")
         h = self.after_embedding(h, from_ids=inputs_embeds is None)
         B, T = h.shape[:2]
         if use_cache is None:
@@ -238,6 +245,7 @@ class LlamaModel(PreTrainedModel):
         if past_key_values is None and use_cache:
             past_key_values = self.make_cache()
         past = past_key_values[0].offset if past_key_values else 0
+        positions_from_cache_position(cache_position, position_ids, past, T)
         positions = self.positions(position_ids, past, T)
         mask = self.build_mask(attention_mask, B, T, past, h.dtype)
 
@@ -252,12 +260,12 @@ class LlamaModel(PreTrainedModel):
         h = self.norm(h)
         if output_hidden_states:  # Transformers reports the final norm's output in place of the last layer's
             hidden_states[-1] = h
-        return BaseModelOutputWithPast(
+        return finish(BaseModelOutputWithPast(
             last_hidden_state=h,
             past_key_values=past_key_values if use_cache else None,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
-        )
+        ), return_dict)
 
     def after_embedding(self, h: mx.array, from_ids: bool) -> mx.array:
         """Hook for variants that transform the embeddings (Open-Llama's stable embedding)."""
@@ -287,10 +295,14 @@ class LlamaModel(PreTrainedModel):
         """None / "causal" for the fused kernel when nothing is padded, else an explicit mask."""
         if attention_mask is not None:
             attention_mask = as_array(attention_mask)
+            shape = tuple(attention_mask.shape)
             if attention_mask.ndim == 4:  # used as given: additive (0 / large negative) or boolean
+                if shape[0] not in (1, B) or shape[1] < 1 or shape[2:] != (T, past + T):
+                    raise InputError(f"a 4D attention_mask must be [{B}, heads, {T}, {past + T}], got {list(shape)}")
                 return attention_mask if attention_mask.dtype == mx.bool_ else attention_mask.astype(dtype)
-            if attention_mask.ndim != 2:
-                raise ValueError(f"attention_mask must be 2D [batch, seq] or 4D, got shape {attention_mask.shape}")
+            if attention_mask.ndim != 2 or shape != (B, past + T):
+                raise InputError(f"attention_mask must be [batch, past + length] = [{B}, {past + T}] (or 4D), "
+                                 f"got shape {list(shape)}")
             if attention_mask.shape[1] < past + T or not mx.all(attention_mask[:, : past + T]).item():
-                return padding_causal_mask(attention_mask, T, past)
+                return padding_causal_mask(attention_mask, T, past, dtype)
         return "causal" if T > 1 else None

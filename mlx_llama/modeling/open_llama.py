@@ -50,6 +50,8 @@ class OpenLlamaRotaryEmbedding(RotaryEmbedding):
 class OpenLlamaModel(LlamaModel):
     """The LLaMA decoder with Open-Llama's embedding LayerNorm, MLP dropout, rope and mask conventions."""
 
+    config_class = OpenLlamaConfig  # so that from_pretrained reads config.json with Open-Llama's fields
+
     def __init__(self, config: OpenLlamaConfig) -> None:
         super().__init__(config)
         if config.use_stable_embedding:

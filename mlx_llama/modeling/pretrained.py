@@ -19,11 +19,14 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..cache import KVCache, make_cache
+from ..checkpoint.layers import check_layer_count
 from ..checkpoint.safetensors_io import DEFAULT_MAX_SHARD_SIZE, load_safetensors, save_safetensors
 from ..config import LlamaConfig
-from ..dtypes import dtype_name, parse_dtype
+from ..dtypes import dtype_name
 from ..errors import CheckpointError
+from ..generation.config import GenerationConfig
 from .fused import unfuse_weights
+from .load_options import auto_dtype, pop_load_options, requested_dtype
 from .quantized import quantize_model
 
 HEAD_NAMES = ("lm_head", "score", "qa_outputs")
@@ -59,6 +62,7 @@ class PreTrainedModel(nn.Module):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.config = config
+        self.generation_config = GenerationConfig.from_model_config(config)  # generation_config.json on load
 
     def post_init(self) -> None:
         """Initialise like Transformers (lazily: never computed if a checkpoint replaces it), zero the pad row."""
@@ -94,33 +98,42 @@ class PreTrainedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: str | mx.Dtype | None = None,
-                        config: LlamaConfig | None = None, **config_overrides: Any) -> PreTrainedModel:
+                        config: LlamaConfig | None = None, *, torch_dtype: Any = None,
+                        **config_overrides: Any) -> PreTrainedModel:
         """Load a Transformers (or our converted) directory: `config.json` + safetensors, sharded or not.
 
         `dtype=None` computes in float32 on the CPU backend (like Transformers; MLX's CPU half-precision
         kernels are slow) unless that would not fit in memory, and keeps the stored dtype on a GPU.
+        `dtype="auto"` takes config.json's dtype (else the stored one); `torch_dtype` is its old name.
         Quantized checkpoints get quantized layers; on the CPU their scales and biases become float32,
-        which MLX's CPU quantized matmul runs far faster.
+        which MLX's CPU quantized matmul runs far faster. Transformers' device/quantization options raise
+        an error saying what to do instead; none of them reaches the config.
         """
         path = Path(path)
+        requested = requested_dtype(dtype, torch_dtype)
+        pop_load_options(config_overrides)
         if not path.is_dir():
             raise CheckpointError(f"{path}: not a model directory (expected config.json and *.safetensors)")
         if config is None:
             config = cls.config_class.from_pretrained(path, **config_overrides)
         weights = load_safetensors(path)
+        check_layer_count(weights, config.num_hidden_layers, str(path))  # before building any layer
         model = cls(config)
         weights = model.sanitize(weights)
         if config.quantization:
             q = config.quantization
             quantize_model(model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in weights,
                            cpu=is_cpu_backend())
-        target = model._compute_dtype(weights, parse_dtype(dtype))
-        weights = {k: _cast(k, v, target) for k, v in weights.items()}
+        if requested == "auto":
+            requested = auto_dtype(config, weights)
+        target = model._compute_dtype(weights, requested)
+        weights = {k: _to_compute_dtype(k, v, target) for k, v in weights.items()}
         model.load_checked(weights, str(path))
         if target is not None:
             model.config.torch_dtype = dtype_name(target)
         mx.eval(model.parameters())
         model.eval()
+        model.generation_config = GenerationConfig.for_checkpoint(path, model.config)
         return model
 
     def _compute_dtype(self, weights: dict[str, mx.array], requested: mx.Dtype | None) -> mx.Dtype | None:
@@ -159,6 +172,11 @@ class PreTrainedModel(nn.Module):
 
     def load_checked(self, weights: dict[str, mx.array], source: str) -> None:
         """Load with errors that name the tensor; a missing task head keeps its fresh initialisation."""
+        self.check_weights(weights, source)
+        self.load_weights(list(weights.items()), strict=False)
+
+    def check_weights(self, weights: dict[str, Any], source: str) -> None:
+        """CheckpointError naming the tensor unless `weights` (anything with `.shape`) fit this model."""
         expected = dict(tree_flatten(self.parameters()))
         unexpected = sorted(set(weights) - set(expected))
         if unexpected:
@@ -177,7 +195,20 @@ class PreTrainedModel(nn.Module):
             if value.shape != expected[key].shape:
                 raise CheckpointError(f"{source}: tensor {key} has shape {tuple(value.shape)}, "
                                       f"expected {tuple(expected[key].shape)} from config.json")
-        self.load_weights(list(weights.items()), strict=False)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.base_model.embed_tokens
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        """`lm_head`, or None when there is none (a tied model's output is the input embedding)."""
+        return self["lm_head"] if "lm_head" in self else None
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Module:
+        """Transformers' resize (new rows at the old rows' mean); see `modeling/resize.py`."""
+        from .resize import resize_token_embeddings
+
+        return resize_token_embeddings(self, new_num_tokens, pad_to_multiple_of, mean_resizing)
 
     # ---- saving --------------------------------------------------------------------------------------------
 
@@ -190,16 +221,24 @@ class PreTrainedModel(nn.Module):
         if floats:
             self.config.torch_dtype = dtype_name(floats[0])
         self.config.save_pretrained(path)
+        if "CausalLM" in type(self).__name__:  # as Transformers: only generative models get one
+            self.generation_config.save_pretrained(path)
         save_safetensors(path, weights, max_shard_size)
+
+    def load_adapter(self, adapter_path: str | Path) -> Any:
+        """Apply a PEFT-format LoRA/DoRA adapter directory in place (as Transformers' PEFT integration)."""
+        from ..lora.adapter_io import load_adapter  # deferred: mlx_llama.lora builds on the models
+
+        return load_adapter(self, adapter_path)
 
     def generate(self, *args: Any, **kwargs: Any) -> mx.array:
         """Transformers-style `generate` (prompt + new ids); implemented in `mlx_llama.generation`."""
         from ..generation.api import model_generate  # deferred: generation builds on the models
 
-        return model_generate(self, *args, **kwargs)
+        return model_generate(self, *args, **kwargs)  # resolve_options merges self.generation_config
 
 
-def _cast(key: str, value: mx.array, target: mx.Dtype | None) -> mx.array:
+def _to_compute_dtype(key: str, value: mx.array, target: mx.Dtype | None) -> mx.array:
     """Cast floating tensors to the compute dtype; packed quantized weights (integers) stay as they are."""
     if target is None or not mx.issubdtype(value.dtype, mx.floating) or value.dtype == target:
         return value

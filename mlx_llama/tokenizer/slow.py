@@ -1,8 +1,8 @@
 """LlamaTokenizer on SentencePiece alone, behaving like Transformers' slow `LlamaTokenizer` (4.57).
 
-Why a port and not a wrapper: the runtime must not need `transformers`/`tokenizers`, yet users script the
-tokenizer exactly as the Transformers docs show (`legacy`, special tokens written inside the text, padding,
-`decode` rules). Where Transformers' slow and fast tokenizers disagree, this follows the slow one.
+Why a port and not a wrapper: users script the tokenizer exactly as the Transformers docs show (`legacy`,
+special tokens written inside the text, padding, `decode` rules), and the run time must not need
+`transformers`. Where Transformers' slow and fast tokenizers disagree, this follows the slow one.
 
 Quick tour::
 
@@ -16,93 +16,22 @@ Quick tour::
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import sentencepiece as spm
 
-from mlx_llama.chat_format import chat_format_of, render_chat
-from mlx_llama.errors import TokenizerError
-from mlx_llama.jsonio import read_json_object
+from ..errors import TokenizerError
+from .added import AddedToken, as_added_token, check_added_ids
+from .base import TokenizerBase, check_side, id_list
+from .files import CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, VOCAB_FILE, read_init_kwargs, write_json
 
 SPIECE_UNDERLINE = "\u2581"
-VOCAB_FILE = "tokenizer.model"
-CONFIG_FILE = "tokenizer_config.json"
-SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
-ADDED_TOKENS_FILE = "added_tokens.json"
-CHAT_TEMPLATE_FILE = "chat_template.jinja"
-
-# Order in which Transformers registers the special-token attributes (decides ids of brand-new tokens).
-_SPECIAL_ATTRS = ("bos_token", "eos_token", "unk_token", "pad_token")
-
-# `clean_up_tokenization_spaces`: the fixed English replacements Transformers applies, in its order.
-_CLEANUP_RULES = (
-    (" .", "."),
-    (" ?", "?"),
-    (" !", "!"),
-    (" ,", ","),
-    (" ' ", "'"),
-    (" n't", "n't"),
-    (" 'm", "'m"),
-    (" 's", "'s"),
-    (" 've", "'ve"),
-    (" 're", "'re"),
-)
-
-
-@dataclass(frozen=True)
-class AddedToken:
-    """A token matched verbatim in the text before SentencePiece runs (Transformers' AddedToken flags)."""
-
-    content: str
-    special: bool = False
-    lstrip: bool = False
-    rstrip: bool = False
-    single_word: bool = False
-    normalized: bool = False
-
-    def __str__(self) -> str:
-        return self.content
-
-
-class BatchEncoding(dict):
-    """The dict `__call__` returns (`input_ids`, `attention_mask`, ...), also readable as attributes."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError as exc:
-            raise AttributeError(name) from exc
-
-
-def _as_added_token(value: Any, special: bool) -> AddedToken | None:
-    """Accept a str, an AddedToken or the dict form Transformers writes in its JSON files."""
-    if value is None or isinstance(value, AddedToken):
-        return value
-    if isinstance(value, str):
-        return AddedToken(value, special=special, normalized=not special)
-    if isinstance(value, dict) and "content" in value:
-        fields = {k: value[k] for k in ("lstrip", "rstrip", "single_word", "normalized", "special") if k in value}
-        fields.setdefault("special", special)
-        return AddedToken(value["content"], **fields)
-    if hasattr(value, "content"):  # a tokenizers/transformers AddedToken object
-        return AddedToken(
-            value.content,
-            special=getattr(value, "special", special),
-            lstrip=value.lstrip,
-            rstrip=value.rstrip,
-            single_word=value.single_word,
-            normalized=value.normalized,
-        )
-    raise TokenizerError(f"cannot read a token from {value!r}: expected a string or {{'content': ...}}")
-
-
 # A serialized `normalizer_spec { add_dummy_prefix: false }` (ModelProto field 3, NormalizerSpec field 3).
 # Protobuf parsers merge a repeated embedded-message field, so appending it to the model file overrides just
 # that flag, the same as Transformers' MergeFrom, without needing the protobuf package at run time.
@@ -134,7 +63,7 @@ def _load_sentencepiece(vocab_file: str, strip_dummy_prefix: bool, sp_model_kwar
     return processor, raw
 
 
-class LlamaTokenizer:
+class LlamaTokenizer(TokenizerBase):
     """SentencePiece BPE tokenizer with the behaviour of Transformers' slow `LlamaTokenizer`.
 
     Arguments and defaults are Transformers': `legacy=None` means True (old behaviour: every text chunk,
@@ -144,7 +73,6 @@ class LlamaTokenizer:
     """
 
     vocab_files_names = {"vocab_file": VOCAB_FILE}
-    model_input_names = ["input_ids", "attention_mask"]
 
     def __init__(
         self,
@@ -176,9 +104,8 @@ class LlamaTokenizer:
                 stacklevel=2,
             )
             legacy = True
-        for name, side in (("padding_side", padding_side), ("truncation_side", truncation_side)):
-            if side not in ("left", "right"):
-                raise TokenizerError(f"{name} must be 'left' or 'right' (tokenizer_config.json), got {side!r}")
+        check_side("padding_side", padding_side)
+        check_side("truncation_side", truncation_side)
         self.legacy = bool(legacy)
         self.vocab_file = vocab_file
         self.sp_model_kwargs = dict(sp_model_kwargs or {})
@@ -195,73 +122,25 @@ class LlamaTokenizer:
         self.sp_model, self._model_bytes = _load_sentencepiece(vocab_file, not self.legacy, self.sp_model_kwargs)
         self._pieces = [self.sp_model.id_to_piece(i) for i in range(self.sp_model.get_piece_size())]
         self._piece_ids = {p: i for i, p in enumerate(self._pieces)}
-
-        self._special: dict[str, AddedToken | None] = {}
-        self._additional_special: list[AddedToken] = []
+        self._stream_cache: tuple | None = None
+        self._split_re: re.Pattern | None = None
         self._added_decoder: dict[int, AddedToken] = {}
         self._added_encoder: dict[str, int] = {}
-        for index, token in (added_tokens_decoder or {}).items():
-            tok = _as_added_token(token, special=False)
-            self._added_decoder[int(index)] = tok
-            self._added_encoder[tok.content] = int(index)
-        for attr, value in zip(_SPECIAL_ATTRS, (bos_token, eos_token, unk_token, pad_token), strict=True):
-            self._special[attr] = _as_added_token(value, special=True)
-        for value in additional_special_tokens or ():
-            tok = _as_added_token(value, special=True)
-            if tok.content not in [t.content for t in self._additional_special]:
-                self._additional_special.append(tok)
+        decoder = {int(i): as_added_token(t, special=False) for i, t in (added_tokens_decoder or {}).items()}
+        check_added_ids(sorted(decoder), self.vocab_size, CONFIG_FILE)
+        for index, tok in decoder.items():
+            self._added_decoder[index] = tok
+            self._added_encoder[tok.content] = index
+        self._init_special((bos_token, eos_token, unk_token, pad_token), additional_special_tokens)
         self._register([t for t in self._special_tokens_extended() if t.content not in self._added_encoder])
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> LlamaTokenizer:
         """Load from a directory holding `tokenizer.model` (+ `tokenizer_config.json`, `special_tokens_map.json`,
-        `added_tokens.json`, `chat_template.jinja` when present). Keyword arguments override the files."""
+        `added_tokens.json`, chat template files when present). Keyword arguments override the files."""
         path = os.fspath(path)
-        if not os.path.isdir(path):
-            raise TokenizerError(f"tokenizer directory not found: {path!r}")
-        init: dict[str, Any] = {}
-        config_path = os.path.join(path, CONFIG_FILE)
-        if os.path.isfile(config_path):
-            config = read_json_object(config_path, TokenizerError)
-            for key in (
-                "add_bos_token",
-                "add_eos_token",
-                "clean_up_tokenization_spaces",
-                "use_default_system_prompt",
-                "spaces_between_special_tokens",
-                "legacy",
-                "add_prefix_space",
-                "sp_model_kwargs",
-                "padding_side",
-                "truncation_side",
-                "model_max_length",
-                "chat_template",
-                "additional_special_tokens",
-                *_SPECIAL_ATTRS,
-            ):
-                if key in config:
-                    init[key] = config[key]
-            if "added_tokens_decoder" in config:
-                init["added_tokens_decoder"] = {int(k): v for k, v in config["added_tokens_decoder"].items()}
-            if init.get("model_max_length") is not None and init["model_max_length"] > 1e29:
-                init["model_max_length"] = None  # Transformers' "no limit" sentinel
-            if isinstance(init.get("chat_template"), list):  # named templates: keep the default one
-                named = {t.get("name"): t.get("template") for t in init["chat_template"]}
-                init["chat_template"] = named.get("default")
-        map_path = os.path.join(path, SPECIAL_TOKENS_MAP_FILE)
-        if os.path.isfile(map_path):
-            for key, value in read_json_object(map_path, TokenizerError).items():
-                if key in _SPECIAL_ATTRS or key == "additional_special_tokens":
-                    init.setdefault(key, value)
-        added_path = os.path.join(path, ADDED_TOKENS_FILE)
-        if os.path.isfile(added_path) and "added_tokens_decoder" not in init:
-            added = read_json_object(added_path, TokenizerError)
-            init["added_tokens_decoder"] = {int(i): AddedToken(c) for c, i in added.items()}
-        jinja_path = os.path.join(path, CHAT_TEMPLATE_FILE)
-        if os.path.isfile(jinja_path):
-            with open(jinja_path, encoding="utf-8") as f:
-                init["chat_template"] = f.read()
+        init = read_init_kwargs(path)
         init.update(kwargs)
         return cls(os.path.join(path, VOCAB_FILE), **init)
 
@@ -300,18 +179,19 @@ class LlamaTokenizer:
             config["chat_template"] = self.chat_template
         config_out = os.path.join(path, CONFIG_FILE)
         map_out = os.path.join(path, SPECIAL_TOKENS_MAP_FILE)
-        for out, data in ((config_out, config), (map_out, special_map)):
-            with open(out, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=2, ensure_ascii=False)
-                f.write("\n")
+        write_json(config_out, config)
+        write_json(map_out, special_map)
         return vocab_out, config_out, map_out
 
-    # ------------------------------------------------------------------ vocabulary and special tokens
-    def _special_tokens_extended(self) -> list[AddedToken]:
-        out = [t for t in self._special.values() if t is not None]
-        names = {t.content for t in out}
-        out += [t for t in self._additional_special if t.content not in names]
-        return out
+    def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str]:
+        """Write the sentencepiece model only, as `[prefix-]tokenizer.model`; returns `(path,)` as Transformers."""
+        if not os.path.isdir(save_directory):
+            raise TokenizerError(f"{save_directory}: save_vocabulary needs an existing directory")
+        name = f"{filename_prefix}-{VOCAB_FILE}" if filename_prefix else VOCAB_FILE
+        out = os.path.join(os.fspath(save_directory), name)
+        with open(out, "wb") as f:
+            f.write(self._model_bytes)
+        return (out,)
 
     def _register(self, tokens: Iterable[AddedToken]) -> int:
         """Give each token an id: its piece id if SentencePiece knows it, else the next free id."""
@@ -327,8 +207,11 @@ class LlamaTokenizer:
                 added += 1
             self._added_decoder[index] = tok
             self._added_encoder[tok.content] = index
-        self._split_re = None
+        self._special_changed()
         return added
+
+    def _special_changed(self) -> None:
+        self._split_re = None
 
     @property
     def vocab_size(self) -> int:
@@ -344,72 +227,11 @@ class LlamaTokenizer:
         vocab = dict(self._piece_ids)
         vocab.update(self._added_encoder)
         return vocab
-
-    def _token_str(self, attr: str) -> str | None:
-        tok = self._special[attr]
-        return None if tok is None else tok.content
-
-    def _set_token(self, attr: str, value: str | AddedToken | None) -> None:
-        self._special[attr] = _as_added_token(value, special=True)
-        self._split_re = None
-
-    bos_token = property(lambda self: self._token_str("bos_token"), lambda self, v: self._set_token("bos_token", v))
-    eos_token = property(lambda self: self._token_str("eos_token"), lambda self, v: self._set_token("eos_token", v))
-    unk_token = property(lambda self: self._token_str("unk_token"), lambda self, v: self._set_token("unk_token", v))
-    pad_token = property(lambda self: self._token_str("pad_token"), lambda self, v: self._set_token("pad_token", v))
-    bos_token_id = property(lambda self: self.convert_tokens_to_ids(self.bos_token))
-    eos_token_id = property(lambda self: self.convert_tokens_to_ids(self.eos_token))
-    unk_token_id = property(lambda self: self.convert_tokens_to_ids(self.unk_token))
-    pad_token_id = property(lambda self: self.convert_tokens_to_ids(self.pad_token))
-
-    @property
-    def additional_special_tokens(self) -> list[str]:
-        return [t.content for t in self._additional_special]
-
-    @property
-    def all_special_tokens(self) -> list[str]:
-        """bos, eos, unk, pad (when set) and the additional special tokens, without duplicates."""
-        return [t.content for t in self._special_tokens_extended()]
-
-    @property
-    def all_special_ids(self) -> list[int]:
         return [self.convert_tokens_to_ids(t) for t in self.all_special_tokens]
 
     @property
     def added_tokens_decoder(self) -> dict[int, AddedToken]:
         return dict(sorted(self._added_decoder.items()))
-
-    def add_special_tokens(self, special_tokens_dict: dict[str, Any]) -> int:
-        """Set special tokens, e.g. `{"pad_token": "<pad>"}`; returns how many new ids were created."""
-        new: list[AddedToken] = []
-        for key, value in special_tokens_dict.items():
-            if key in _SPECIAL_ATTRS:
-                self._set_token(key, value)
-                new.append(self._special[key])
-            elif key == "additional_special_tokens":
-                for v in value:
-                    tok = _as_added_token(v, special=True)
-                    if tok.content not in self.additional_special_tokens:
-                        self._additional_special.append(tok)
-                    new.append(tok)
-            else:
-                raise TokenizerError(
-                    f"unknown special token key {key!r}; use one of {', '.join(_SPECIAL_ATTRS)} "
-                    "or additional_special_tokens"
-                )
-        return self._register(new)
-
-    def add_tokens(self, tokens: str | AddedToken | Sequence[str | AddedToken], special_tokens: bool = False) -> int:
-        """Add tokens matched verbatim in the text; returns how many new ids were created."""
-        if isinstance(tokens, (str, AddedToken)):
-            tokens = [tokens]
-        new = []
-        for value in tokens:
-            tok = _as_added_token(value, special=special_tokens)
-            if special_tokens and tok.content not in self.all_special_tokens:
-                self._additional_special.append(tok)
-            new.append(tok)
-        return self._register(new)
 
     def convert_tokens_to_ids(self, tokens: str | Sequence[str] | None) -> int | list[int] | None:
         """Token string(s) -> id(s); unknown strings map to the unk id, as SentencePiece does."""
@@ -440,7 +262,7 @@ class LlamaTokenizer:
 
     # ------------------------------------------------------------------ encoding
     def _splitter(self) -> re.Pattern | None:
-        if getattr(self, "_split_re", None) is None:
+        if self._split_re is None:
             contents = sorted(self._added_encoder, key=len, reverse=True)
             self._split_re = re.compile("|".join(re.escape(c) for c in contents)) if contents else None
         return self._split_re
@@ -585,15 +407,11 @@ class LlamaTokenizer:
             return [int(i) for i in text]
         raise TokenizerError(f"expected a str (or a list of ids), got {type(text).__name__}")
 
-    def _encode_one(self, text, text_pair, add_special_tokens: bool, truncation, max_length: int | None) -> dict:
+    def _encode_one(self, text, text_pair, add_special_tokens: bool, limit: int | None) -> dict:
         ids = self._ids_of(text)
         pair = self._ids_of(text_pair) if text_pair is not None else None
-        if truncation not in (False, None, "do_not_truncate"):
-            if truncation not in (True, "longest_first"):
-                raise TokenizerError(f"truncation={truncation!r} is not supported; use True or 'longest_first'")
-            limit = max_length if max_length is not None else self.model_max_length
-            if limit is not None:
-                ids, pair = self._truncate(ids, pair, limit, add_special_tokens)
+        if limit is not None:
+            ids, pair = self._truncate(ids, pair, limit, add_special_tokens)
         if add_special_tokens:
             input_ids = self.build_inputs_with_special_tokens(ids, pair)
             type_ids = self.create_token_type_ids_from_sequences(ids, pair)
@@ -602,122 +420,13 @@ class LlamaTokenizer:
             type_ids = [0] * len(ids) + [1] * len(pair or [])
         return {"input_ids": input_ids, "token_type_ids": type_ids, "attention_mask": [1] * len(input_ids)}
 
-    def encode(
-        self,
-        text: str,
-        text_pair: str | None = None,
-        add_special_tokens: bool = True,
-        truncation: bool | str = False,
-        max_length: int | None = None,
-    ) -> list[int]:
-        """Text -> ids, with bos (and eos when `add_eos_token`) unless `add_special_tokens=False`."""
-        return self._encode_one(text, text_pair, add_special_tokens, truncation, max_length)["input_ids"]
-
-    def __call__(
-        self,
-        text: str | Sequence[str],
-        text_pair: str | Sequence[str] | None = None,
-        add_special_tokens: bool = True,
-        padding: bool | str = False,
-        truncation: bool | str = False,
-        max_length: int | None = None,
-        padding_side: str | None = None,
-        return_tensors: str | None = None,
-        return_attention_mask: bool = True,
-        return_token_type_ids: bool = False,
-    ) -> BatchEncoding:
-        """Encode one text or a batch; returns `input_ids` and `attention_mask` (1 = token, 0 = padding).
-
-        `padding`: False, True/"longest" (to the longest in the batch) or "max_length". `padding_side`:
-        "left"/"right" (default `self.padding_side`). `return_tensors`: None (lists), "np" or "mlx"; with
-        tensors a single text still gets a batch axis, as in Transformers.
-        """
-        batched = (
-            not isinstance(text, str)
-            and isinstance(text, (list, tuple))
-            and (len(text) == 0 or not isinstance(text[0], (int, np.integer)))
-        )
-        texts = list(text) if batched else [text]
-        if text_pair is None:
-            pairs = [None] * len(texts)
-        else:
-            pairs = list(text_pair) if batched else [text_pair]
-            if len(pairs) != len(texts):
-                raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} text pairs")
-        rows = [self._encode_one(t, p, add_special_tokens, truncation, max_length) for t, p in zip(texts, pairs)]
-        rows = self._pad(rows, padding, max_length, padding_side)
-        keys = ["input_ids"]
-        if return_token_type_ids:
-            keys.append("token_type_ids")
-        if return_attention_mask:
-            keys.append("attention_mask")
-        out = BatchEncoding()
-        for key in keys:
-            values = [r[key] for r in rows]
-            out[key] = (
-                self._to_tensor(values, return_tensors, key) if return_tensors else (values if batched else values[0])
-            )
-        return out
-
-    def _pad(self, rows: list[dict], padding, max_length: int | None, padding_side: str | None) -> list[dict]:
-        if padding in (False, None, "do_not_pad"):
-            return rows
-        if padding in (True, "longest"):
-            target = max((len(r["input_ids"]) for r in rows), default=0)
-        elif padding == "max_length":
-            target = max_length if max_length is not None else self.model_max_length
-            if target is None:
-                raise TokenizerError("padding='max_length' needs max_length= (or model_max_length in the config)")
-        else:
-            raise TokenizerError(f"padding={padding!r} is not valid; use False, True, 'longest' or 'max_length'")
-        side = padding_side if padding_side is not None else self.padding_side
-        if side not in ("left", "right"):
-            raise TokenizerError(f"padding_side must be 'left' or 'right', got {side!r}")
-        if self.pad_token_id is None and any(len(r["input_ids"]) < target for r in rows):
-            raise TokenizerError(
-                "this tokenizer has no pad token, so it cannot pad: set `tok.pad_token = tok.eos_token` or "
-                "`tok.add_special_tokens({'pad_token': '<pad>'})` (or pad_token in tokenizer_config.json)"
-            )
-        fill = {"input_ids": self.pad_token_id, "token_type_ids": 0, "attention_mask": 0}
-        padded = []
-        for row in rows:
-            n = target - len(row["input_ids"])
-            if n <= 0:
-                padded.append(row)
-                continue
-            padded.append({k: ([fill[k]] * n + v) if side == "left" else (v + [fill[k]] * n) for k, v in row.items()})
-        return padded
-
-    @staticmethod
-    def _to_tensor(values: list[list[int]], return_tensors: str, key: str):
-        if len({len(v) for v in values}) > 1:
-            raise TokenizerError(
-                f"cannot make a {return_tensors!r} tensor of {key}: the sequences have different lengths; "
-                "pass padding=True (or truncation with max_length)"
-            )
-        if return_tensors == "np":
-            return np.array(values, dtype=np.int64)
-        if return_tensors == "mlx":
-            import mlx.core as mx
-
-            return mx.array(np.array(values, dtype=np.int32))
-        raise TokenizerError(f"return_tensors={return_tensors!r} is not supported; use None, 'np' or 'mlx'")
+    def _encode_rows(self, texts, pairs, add_special_tokens: bool, truncation, max_length: int | None) -> list[dict]:
+        limit = self._truncation_limit(truncation, max_length)
+        pairs = pairs if pairs is not None else [None] * len(texts)
+        return [self._encode_one(t, p, add_special_tokens, limit) for t, p in zip(texts, pairs, strict=True)]
 
     # ------------------------------------------------------------------ decoding
-    @staticmethod
-    def _id_list(token_ids: Any) -> list[int]:
-        if isinstance(token_ids, (int, np.integer)):
-            return [int(token_ids)]
-        if hasattr(token_ids, "tolist"):  # numpy / mlx arrays
-            token_ids = token_ids.tolist()
-            if isinstance(token_ids, int):
-                return [token_ids]
-        ids = list(token_ids)
-        if any(isinstance(i, (list, tuple)) for i in ids):
-            raise TokenizerError("decode takes one sequence of ids; use batch_decode for a batch")
-        return [int(i) for i in ids]
-
-    def _legacy_added_tokens(self) -> set[str]:
+    def standalone_added_tokens(self) -> set[str]:
         """Added tokens decoded as standalone pieces: non-special ones, and special ones beyond the vocab."""
         special = set(self.all_special_tokens)
         out = {c for c in self._added_encoder if c not in special}
@@ -754,12 +463,27 @@ class LlamaTokenizer:
         out.append(self.sp_model.decode_pieces(run))
         return "".join(out)
 
-    @staticmethod
-    def clean_up_tokenization(text: str) -> str:
-        """Remove the spaces before English punctuation and contractions (`clean_up_tokenization_spaces`)."""
-        for old, new in _CLEANUP_RULES:
-            text = text.replace(old, new)
-        return text
+    def _sub_texts(self, tokens: list[str], skip_special_tokens: bool) -> list[str]:
+        """Runs of ordinary tokens decoded together; standalone added tokens as their own texts."""
+        standalone = self.standalone_added_tokens()
+        special = set(self.all_special_tokens)
+        texts: list[str] = []
+        run: list[str] = []
+        for token in tokens:
+            if skip_special_tokens and token in special:
+                continue
+            if token not in standalone:
+                run.append(token)
+                continue
+            if run:
+                piece = self.convert_tokens_to_string(run)
+                if piece:
+                    texts.append(piece)
+                run = []
+            texts.append(token)
+        if run:
+            texts.append(self.convert_tokens_to_string(run))
+        return texts
 
     def decode(
         self,
@@ -770,69 +494,24 @@ class LlamaTokenizer:
     ) -> str:
         """Ids -> text exactly as Transformers' slow tokenizer (note: the first token's prefix space is dropped,
         so decoding token by token loses spaces; use `detokenizer()` to stream)."""
-        tokens = self.convert_ids_to_tokens(self._id_list(token_ids), skip_special_tokens=skip_special_tokens)
-        standalone = self._legacy_added_tokens()
-        special = set(self.all_special_tokens)
-        texts: list[str] = []
-        run: list[str] = []
-        for token in tokens:
-            if skip_special_tokens and token in special:
-                continue
-            if token in standalone:
-                if run:
-                    piece = self.convert_tokens_to_string(run)
-                    if piece:
-                        texts.append(piece)
-                    run = []
-                texts.append(token)
-            else:
-                run.append(token)
-        if run:
-            texts.append(self.convert_tokens_to_string(run))
+        tokens = self.convert_ids_to_tokens(id_list(token_ids), skip_special_tokens=skip_special_tokens)
+        texts = self._sub_texts(tokens, skip_special_tokens)
         text = (" " if spaces_between_special_tokens else "").join(texts)
-        cleanup = (
-            self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
-        )
-        return self.clean_up_tokenization(text) if cleanup else text
-
-    def batch_decode(self, sequences: Any, skip_special_tokens: bool = False, **kwargs: Any) -> list[str]:
-        """`decode` for each row of a batch (list of lists or a 2D array)."""
-        if hasattr(sequences, "tolist"):
-            sequences = sequences.tolist()
-        return [self.decode(seq, skip_special_tokens=skip_special_tokens, **kwargs) for seq in sequences]
+        return self._maybe_clean_up(text, clean_up_tokenization_spaces)
 
     def detokenizer(self):
-        """A fresh StreamingDetokenizer for this tokenizer (see mlx_llama.detokenizer)."""
-        from mlx_llama.detokenizer import StreamingDetokenizer
+        """A fresh streaming detokenizer for this tokenizer (see mlx_llama.tokenizer.spm_stream)."""
+        from .spm_stream import StreamingDetokenizer, StreamTable
 
-        return StreamingDetokenizer(self)
+        key = (len(self), tuple(self.all_special_tokens), self.legacy, self.add_prefix_space)
+        if self._stream_cache is None or self._stream_cache[0] != key:
+            self._stream_cache = (key, StreamTable(self))
+        return StreamingDetokenizer(self, self._stream_cache[1])
 
-    # ------------------------------------------------------------------ chat
     @property
     def chat_format(self) -> str:
-        """ "llama-2" for the Llama 2 chat template, "plain" when there is none (see `render_chat`)."""
-        return chat_format_of(self.chat_template)
-
-    @property
-    def has_chat_template(self) -> bool:
-        """True when the checkpoint ships a chat template (rendered natively); False means the plain format."""
-        return self.chat_template is not None
-
-    def apply_chat_template(
-        self,
-        messages: Sequence[dict[str, str]],
-        add_generation_prompt: bool = False,
-        tokenize: bool = True,
-    ) -> list[int] | str:
-        """Render a conversation (see `render_chat` for the two formats); returns ids, or the text if not tokenize.
-
-        As in Transformers, the Llama 2 text carries its own "<s>"/"</s>" and is tokenised without adding
-        special tokens; the plain text carries none and is tokenised with the bos added.
-        """
-        text, add_special = render_chat(self, messages, add_generation_prompt)
-        if not tokenize:
-            return text
-        return self.encode(text, add_special_tokens=add_special)
+        """ "jinja" when the checkpoint has a chat template, else "plain" (see mlx_llama.tokenizer.chat)."""
+        return "jinja" if self.has_chat_template else "plain"
 
     def __repr__(self) -> str:
         return (

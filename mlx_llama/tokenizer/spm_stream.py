@@ -1,4 +1,5 @@
-"""Streaming detokenizer: text for generated ids one at a time, equal to `decode` of the whole sequence.
+"""Streaming detokenizer for SentencePiece tokenizers: text for generated ids one at a time, equal to `decode`
+of the whole sequence.
 
 Why not re-decode: decoding the growing sequence at every step costs O(T) per token, and decoding token by
 token loses spaces (the first token's prefix space is dropped). Instead each id is mapped once to the bytes
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import codecs
 
-from mlx_llama.errors import TokenizerError
+from ..errors import TokenizerError
 
 SPIECE_UNDERLINE = "\u2581"
 REPLACEMENT = "\ufffd"
@@ -45,7 +46,7 @@ def _piece_kind(sp, piece: str, unk_surface: str) -> tuple[int, object]:
     return _NORMAL, piece
 
 
-class _Table:
+class StreamTable:
     """Per-tokenizer lookup built once: id -> what it writes, and which ids are skipped or standalone."""
 
     def __init__(self, tok) -> None:
@@ -56,7 +57,7 @@ class _Table:
         self.size = max([tok.vocab_size, *(i + 1 for i in added)])
         special_ids = set(tok.all_special_ids)
         special_tokens = set(tok.all_special_tokens)
-        standalone = tok._legacy_added_tokens()
+        standalone = tok.standalone_added_tokens()
         # ids missing from a gappy added-token table are unknown: skipped by the range check below
         self.tokens = [
             added[i].content if i in added else tok.sp_model.id_to_piece(i) if i < tok.vocab_size else None
@@ -91,16 +92,6 @@ def _decoder_facts(sp) -> tuple[bool, str]:
     return strips, unk_surface
 
 
-def _table_for(tok) -> _Table:
-    """Cache the table on the tokenizer; rebuilt when tokens were added or special tokens changed."""
-    key = (len(tok), tuple(tok.all_special_tokens), tok.legacy, tok.add_prefix_space)
-    cached = getattr(tok, "_stream_table", None)
-    if cached is None or cached[0] != key:
-        cached = (key, _Table(tok))
-        tok._stream_table = cached
-    return cached[1]
-
-
 class StreamingDetokenizer:
     """Turn ids into text one at a time; `add_token(id)` returns the newly completed text (maybe "").
 
@@ -115,9 +106,9 @@ class StreamingDetokenizer:
     last read. `reset()` starts a new sequence. Work per token is O(1).
     """
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, table: StreamTable | None = None) -> None:
         self._tok = tokenizer
-        self._table = _table_for(tokenizer)
+        self._table = table if table is not None else StreamTable(tokenizer)
         self.reset()
 
     def reset(self) -> None:

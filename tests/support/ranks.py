@@ -1,0 +1,86 @@
+"""Start N local ranks of an mx.distributed ring on 127.0.0.1, bounded in time, and always clean them up.
+
+A lone rank retries its connection for a long time when a peer dies, so as soon as one rank fails the
+others are killed; every rank is killed at the deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Ranks on one machine share its cores: one BLAS thread each, or a waiting rank's spinning threads slow the others.
+SHARED_CORES = {"OPENBLAS_NUM_THREADS": "1"}
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class RankResult:
+    rank: int
+    returncode: int | None
+    stdout: str
+    stderr: str
+
+
+def run_ranks(args: list[str], workdir: Path, n: int = 2, timeout: float = 60.0,
+              stdin_text: str = "") -> list[RankResult]:
+    """Run `python3 *args` as ranks 0..n-1 (MLX_HOSTFILE + MLX_RANK); kill all when one fails or time is up."""
+    hostfile = workdir / "hosts.json"
+    hostfile.write_text(json.dumps([f"127.0.0.1:{p}" for p in free_ports(n)]))
+    procs, logs = [], []
+    for rank in range(n):
+        env = {**os.environ, "MLX_HOSTFILE": str(hostfile), "MLX_RANK": str(rank), **SHARED_CORES}
+        out, err = open(workdir / f"rank{rank}.out", "w+"), open(workdir / f"rank{rank}.err", "w+")
+        logs.append((out, err))
+        proc = subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.PIPE, stdout=out, stderr=err,
+                                text=True)
+        proc.stdin.write(stdin_text)
+        proc.stdin.close()
+        procs.append(proc)
+    try:
+        wait_all(procs, timeout)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    results = []
+    for rank, (p, (out, err)) in enumerate(zip(procs, logs)):
+        out.seek(0)
+        err.seek(0)
+        results.append(RankResult(rank, p.returncode, out.read(), err.read()))
+        out.close()
+        err.close()
+    return results
+
+
+def wait_all(procs: list[subprocess.Popen], timeout: float) -> None:
+    """Return when every process exited, or as soon as one failed, or at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        codes = [p.poll() for p in procs]
+        if all(c is not None for c in codes) or any(c not in (None, 0) for c in codes):
+            return
+        time.sleep(0.05)
+
+
+def describe(results: list[RankResult]) -> str:
+    return "\n".join(f"rank {r.rank} exit {r.returncode}\nstdout: {r.stdout[-2000:]}\nstderr: {r.stderr[-3000:]}"
+                     for r in results)
