@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from generation_helpers import hf_tiny_model, write_checkpoint  # noqa: E402
+from support.hf_llama import hf_tiny_model  # noqa: E402
 
 import mlx_llama.cli as cli  # noqa: E402
 from mlx_llama.cache import QuantizedKVCache, RotatingKVCache  # noqa: E402
@@ -126,9 +126,8 @@ def test_quantized_cache_rejects_bad_settings(wide):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    hf = write_checkpoint(path)
+def checkpoint(tiny_checkpoint):
+    path, hf = tiny_checkpoint
     return path, hf, LlamaForCausalLM.from_pretrained(path, dtype="float32"), LlamaTokenizer.from_pretrained(path)
 
 
