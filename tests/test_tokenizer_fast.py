@@ -240,3 +240,20 @@ def test_llama3_template_ids_equal_metas_reference_encoder(llama3_pair):
         messages = [{"role": r, "content": c} for r, c in dialog[:n]]
         want = meta.encode_dialog_prompt([RawMessage(role=r, content=c) for r, c in dialog[:n]]).tokens
         assert ours.apply_chat_template(messages, chat_template=LLAMA3, add_generation_prompt=True) == want
+
+
+@pytest.mark.parametrize("scheme", ["always", "first", "never"])
+def test_metaspace_decoder_streams_like_decode(tmp_path, scheme):
+    """A tokenizer.json whose decoder is Metaspace (the library's rule: the first token loses its "▁")."""
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copyfile(f"{spm_fast_dir(True)}/{name}", tmp_path / name)
+    data = json.loads((tmp_path / "tokenizer.json").read_text())
+    data["decoder"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": True}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    ours = AutoTokenizer.from_pretrained(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    rng = random.Random(1)
+    pool = [*range(300), *hf.encode(" ".join(parity_corpus()[:40]))]
+    for _ in range(100):
+        check_stream(ours, hf, [rng.choice(pool) for _ in range(rng.randrange(1, 15))])
+    assert type(ours.detokenizer()).__name__ == "MetaspaceDetokenizer"

@@ -12,6 +12,8 @@ Each id is mapped once (per tokenizer) to what the file's decoder makes of it:
   held as a byte run until the next ordinary token (a run that is not valid UTF-8 is one U+FFFD per byte, as
   ByteFallback does), and the first `Strip` spaces of the text are dropped.
 
+* Metaspace decoders: "▁" is a space, and the first token written loses its "▁"s (the library's rule).
+
 Any other decoder falls back to re-decoding the sequence each step (correct, but O(length) per token).
 """
 
@@ -44,6 +46,9 @@ def _decoder_kind(state: dict | None) -> tuple[str | None, int, bool]:
         return None, 0, False
     if state.get("type") == "ByteLevel":
         return "byte_level", 0, False
+    if state.get("type") == "Metaspace" and state.get("replacement") == SPIECE_UNDERLINE:
+        scheme = state.get("prepend_scheme", "always" if state.get("add_prefix_space", True) else "never")
+        return "metaspace", int(scheme != "never"), False
     steps = state.get("decoders") if state.get("type") == "Sequence" else None
     if not steps:
         return None, 0, False
@@ -102,6 +107,8 @@ class StreamTable:
             self.values = [_byte_level_value(t, alphabet) if t is not None else b"" for t in tokens]
         elif self.kind == "spm":
             self.values = [_spm_value(t, byte_fallback) if t is not None else "" for t in tokens]
+        elif self.kind == "metaspace":
+            self.values = [t if t is not None else "" for t in tokens]
         else:
             self.values = []
 
@@ -206,6 +213,26 @@ class SentencePieceStyleDetokenizer(_Stream):
         return self._emit(self._stripped(self._flush_run()))
 
 
+class MetaspaceDetokenizer(_Stream):
+    """A Metaspace decoder: "▁" is a space, except in the first token written, where the library drops every
+    "▁" (unless the prepend scheme is "never")."""
+
+    def reset(self) -> None:
+        super().reset()
+        self._first = True
+
+    def add_token(self, token_id: int) -> str:
+        token_id = self._check(token_id)
+        if self._table.skip[token_id]:
+            return ""
+        token = self._table.values[token_id]
+        first, self._first = self._first, False
+        return self._emit(token.replace(SPIECE_UNDERLINE, "" if first and self._table.strip else " "))
+
+    def finalize(self) -> str:
+        return ""
+
+
 class RedecodeDetokenizer(_Stream):
     """Any other decoder: decode the whole sequence each step and write what is new (O(length) per token)."""
 
@@ -235,4 +262,6 @@ def make_detokenizer(tok, table: StreamTable):
         return ByteLevelDetokenizer(tok, table)
     if table.kind == "spm":
         return SentencePieceStyleDetokenizer(tok, table)
+    if table.kind == "metaspace":
+        return MetaspaceDetokenizer(tok, table)
     return RedecodeDetokenizer(tok, table)
