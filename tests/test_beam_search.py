@@ -42,6 +42,7 @@ CASES = {
     "early-true": dict(num_beams=2, max_new_tokens=10, early_stopping=True, eos=True),
     "never-lp": dict(num_beams=3, max_new_tokens=9, early_stopping="never", length_penalty=1.5, eos="any"),
     "penalties": dict(num_beams=3, max_new_tokens=10, repetition_penalty=1.3, no_repeat_ngram_size=2),
+    "min-new-bad-words": dict(num_beams=2, max_new_tokens=8, min_new_tokens=5, bad_words_ids=[[7], [5, 6]], eos=True),
 }
 
 

@@ -82,6 +82,9 @@ def test_stop_strings_match_transformers(byte_setup):
     got = np.array(model.generate(ids, max_new_tokens=16, stop_strings=[stop], tokenizer=tok, eos_token_id=[]))
     np.testing.assert_array_equal(got, ref)
     assert got.shape[1] < free.shape[1]
+    beams = dict(max_new_tokens=10, stop_strings=[stop], num_beams=2, num_return_sequences=2)
+    ref = hf_gen(hf, ids, np.ones_like(ids), tokenizer=hf_tok, eos_token_id=None, **beams).numpy()
+    np.testing.assert_array_equal(np.array(model.generate(ids, tokenizer=tok, eos_token_id=[], **beams)), ref)
     with pytest.raises(ConfigError, match="tokenizer"):
         model.generate(ids, max_new_tokens=4, stop_strings=["x"])
 
@@ -138,3 +141,14 @@ def test_unsupported_options_are_errors(setup):
         model.generate(ids, np.ones_like(ids), max_new_tokens=2)
     with pytest.warns(UserWarning, match="typical_p"):
         model.generate(ids, max_new_tokens=2, generation_config=transformers.GenerationConfig(typical_p=0.5))
+
+
+def test_sampling_several_sequences_per_prompt(setup):
+    """As Transformers: each prompt row repeated num_return_sequences times, in order (repeat_interleave)."""
+    _, _, model = setup
+    ids, mask = left_padded()
+    out = np.array(ours(model, ids, mask, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=1,
+                        eos_token_id=[], pad_token_id=PAD))
+    assert out.shape == (9, ids.shape[1] + 6)
+    np.testing.assert_array_equal(out[:, : ids.shape[1]], np.repeat(ids, 3, axis=0))
+    assert len({tuple(r) for r in out[:3, ids.shape[1] :]}) > 1

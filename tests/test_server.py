@@ -161,11 +161,16 @@ def test_json_modes_give_valid_json(client):
     value = json.loads(out.choices[0].message.content)
     assert set(value) == {"answer", "count", "ok"} and value["answer"] in ("yes", "no")
     assert isinstance(value["count"], int) and isinstance(value["ok"], bool)
-    for seed in (1, 2):
-        out = client.chat.completions.create(model="d", messages=messages, max_tokens=80, temperature=1.0,
+    for seed in (1, 2, 3, 4):
+        out = client.chat.completions.create(model="d", messages=messages, max_tokens=40, temperature=1.0,
                                              seed=seed, response_format={"type": "json_object"})
         assert out.choices[0].finish_reason == "stop"
         assert isinstance(json.loads(out.choices[0].message.content), dict)
+    for max_tokens in (3, 6, 9):  # the output closes itself within a small budget
+        out = client.completions.create(model="d", prompt="{", max_tokens=max_tokens, temperature=1.0, seed=5,
+                                        extra_body={"response_format": {"type": "json_object"}})
+        assert out.choices[0].finish_reason == "stop" and out.usage.completion_tokens <= max_tokens
+        assert isinstance(json.loads(out.choices[0].text), dict)
 
 
 def test_eight_concurrent_clients_get_the_greedy_results(client, oracle):

@@ -75,7 +75,11 @@ def serve(model=None, tokenizer=None, *, host: str = "127.0.0.1", port: int = 80
     from .scheduler import Scheduler
 
     sock = _listen(host, port)
-    model, tokenizer, name = _load(model, tokenizer, dtype, quiet)
+    try:
+        model, tokenizer, name = _load(model, tokenizer, dtype, quiet)
+    except BaseException:
+        sock.close()
+        raise
     scheduler = Scheduler(model, tokenizer, max_concurrency=max_concurrency, prompt_cache_bytes=prompt_cache_bytes,
                           prefill_step_size=prefill_step_size)
     state = ServerState(scheduler, tokenizer, model_id or name, api_key=api_key)

@@ -26,13 +26,13 @@ def encode_text(tokenizer, text: str) -> list[int]:
 
 def render_chat_prompt(tokenizer, messages: Sequence[dict]) -> tuple[list[int], list[str]]:
     """(prompt ids, extra stop strings) for a conversation, with the generation prompt appended."""
-    try:
-        text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    try:  # ids as Transformers makes them: a template writes its own special tokens, the plain format gets a bos
+        ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
     except (MlxLlamaError, ValueError, jinja2.TemplateError) as e:  # e.g. roles the template does not allow
         raise APIError(f"messages cannot be rendered with the model's chat template: {e}", param="messages",
                        code="invalid_value") from None
     stops = [] if getattr(tokenizer, "has_chat_template", False) else PLAIN_CHAT_STOPS
-    return encode_text(tokenizer, text), stops
+    return [int(i) for i in ids], stops
 
 
 def completion_prompt(tokenizer, prompt: str | list[int]) -> list[int]:

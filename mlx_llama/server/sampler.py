@@ -17,6 +17,7 @@ from ..generation.sampling import SamplingParams, TokenChooser, mark_seen, seen_
 from .json_constraint import JsonRecognizer, closing_text
 
 JSON_CANDIDATES = 256  # how many of the best-scoring tokens a sampled JSON step considers
+CLOSE_MARGIN = 64  # within this many tokens of the shortest closing, candidates are checked against the budget
 
 
 @dataclass
@@ -116,11 +117,17 @@ class RowSampler:
     def json_done(self) -> bool:
         return self.recognizer is not None and self.recognizer.is_done(self.json_state)
 
-    def _valid(self, token: int) -> bool:
+    def _valid(self, token: int, budget: int | None = None) -> bool:
+        """Whether the token keeps the output valid JSON that can still be closed within `budget` more tokens."""
         if token in self.eos:
             return self.recognizer.is_complete(self.json_state)
         text = self.texts[token] if token < len(self.texts) else None
-        return bool(text) and self.recognizer.feed(self.json_state, text) is not None
+        if not text:
+            return False
+        state = self.recognizer.feed(self.json_state, text)
+        if state is None:
+            return False
+        return budget is None or len(closing_text(state)) <= budget
 
     def _closing_tokens(self, closing: str) -> list[int]:
         if not closing:
@@ -133,6 +140,7 @@ class RowSampler:
         When the budget is down to the shortest closing text, only tokens spelling that text are allowed.
         """
         scores = np.array(processed[0], dtype=np.float32)
+        budget = None
         if remaining is not None:
             closing = closing_text(self.json_state)
             if remaining <= len(closing) or (not closing and remaining <= 1):
@@ -140,12 +148,14 @@ class RowSampler:
                 masked = np.full(scores.shape, -np.inf, dtype=np.float32)
                 masked[allowed] = np.where(np.isfinite(scores[allowed]), scores[allowed], 0.0)
                 return mx.array(masked)[None]
+            if remaining <= len(closing) + CLOSE_MARGIN:  # near the end: no token may outgrow the budget
+                budget = remaining - 1
         order = np.argsort(-scores, kind="stable")
         finite = order[np.isfinite(scores[order])]
         greedy = not self.chooser.params.do_sample
         valid: list[int] = []
         for tried, token in enumerate(finite, start=1):
-            if self._valid(int(token)):
+            if self._valid(int(token), budget):
                 valid.append(int(token))
                 if greedy or len(valid) >= JSON_CANDIDATES:
                     break
@@ -153,9 +163,10 @@ class RowSampler:
                 break
         if not valid:  # the warpers cut every valid token: fall back to the best valid one by raw score
             raw_scores = np.array(raw[0].astype(mx.float32))
-            valid = next(([int(t)] for t in np.argsort(-raw_scores, kind="stable") if self._valid(int(t))), [])
+            order = np.argsort(-raw_scores, kind="stable")
+            valid = next(([int(t)] for t in order if self._valid(int(t), budget)), [])
             if not valid:
-                valid = sorted(self.eos)[:1]
+                valid = self._closing_tokens(closing_text(self.json_state))[:1]
             scores = np.zeros_like(scores)
         masked = np.full(scores.shape, -np.inf, dtype=np.float32)
         masked[valid] = scores[valid]

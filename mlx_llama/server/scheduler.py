@@ -173,7 +173,6 @@ class Scheduler:
             self.pending = deque(p for p in self.pending if id(p.job) not in gone)
             self.active -= gone
             self.cancelled += len(gone)
-            mx.clear_cache()
         dropped = [j for j in self.waiting if j.cancelled.is_set()]
         if dropped:
             self.waiting = deque(j for j in self.waiting if not j.cancelled.is_set())
@@ -215,7 +214,7 @@ class Scheduler:
         kv = row_kv(p.cache)
         started = []
         for index in range(job.n):
-            sampler = RowSampler(job.options, job.prompt, self.vocab, self.eos, texts, seed_offset=index)
+            sampler = RowSampler(job.options, job.prompt, logits.shape[-1], self.eos, texts, seed_offset=index)
             row = _Row(job, index, sampler, _detokenizer(self.tokenizer))
             self.batch.add_row(kv)
             self.rows.append(row)
@@ -261,7 +260,6 @@ class Scheduler:
         keep = [i for i in range(len(self.rows)) if i not in set(done)]
         self.batch.keep_rows(keep)
         self.rows = [self.rows[i] for i in keep]
-        mx.clear_cache()
 
     def _emit_token(self, row: _Row, token: int, pick: Pick) -> None:
         job = row.job

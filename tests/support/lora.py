@@ -23,7 +23,9 @@ PAD = 0
 
 
 def save_base(path: Path, cls_name: str = "LlamaForCausalLM", seed: int = 0, **overrides):
-    """A tiny random Transformers model saved to `path` (float32 safetensors); returns the torch model."""
+    """A tiny random Transformers model saved to `path` (float32 safetensors) with the demo model's tokenizer
+    (so the vocabulary covers its 2000 ids, which `load` checks); returns the torch model."""
+    overrides.setdefault("vocab_size", 2000)
     model = hf_model(cls_name, seed=seed, pad_token_id=PAD, **overrides)
     model.save_pretrained(path, safe_serialization=True)
     for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):  # a tokenizer to go along
