@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from convert_helpers import _to_meta_qk
 from llama3_helpers import SMALL_RANKS, small_tiktoken_file, tiktoken_encoding
+from support.meta import _to_meta_qk
 
 from mlx_llama import load
 from mlx_llama.checkpoint.meta import MetaCheckpoint

@@ -8,8 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
-from hf_oracle import hf_model
-from tokenizer_corpus import tiny_model_path
+from support.hf_llama import hf_model
+from support.tokenizer_corpus import tiny_model_path
 
 import mlx_llama.cli as cli
 from mlx_llama import GenerationConfig, load
