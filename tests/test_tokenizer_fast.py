@@ -14,7 +14,7 @@ import shutil
 import warnings
 
 import pytest
-from llama3_helpers import (
+from support.llama3 import (
     SMALL_RANKS,
     converted_dir,
     llama3_file,
