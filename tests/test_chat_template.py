@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import sentencepiece as spm
+from support.chat_templates import LLAMA2 as LLAMA2_TEMPLATE  # meta-llama/Llama-2-7b-chat-hf
 from support.tokenizer_corpus import mistral_model_path, tiny_model_path
 
 from mlx_llama.errors import TokenizerError
@@ -18,19 +19,6 @@ from mlx_llama.tokenizer import LlamaTokenizer
 
 transformers = pytest.importorskip("transformers")
 
-# The chat_template of meta-llama/Llama-2-7b-chat-hf (tokenizer_config.json), verbatim.
-LLAMA2_TEMPLATE = (
-    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
-    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
-    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
-    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
-    "{% if loop.index0 == 0 and system_message != false %}"
-    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
-    "{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}"
-    "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
-    "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"
-)
 
 THREE_TURNS = [
     {"role": "system", "content": "You are a helpful assistant."},

@@ -9,10 +9,10 @@ import json
 import warnings
 
 import pytest
-from chat_templates import LLAMA3_TEMPLATES, LLAMA31, SPM_TEMPLATES
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from llama3_helpers import converted_dir
+from support.chat_templates import LLAMA3_TEMPLATES, LLAMA31, SPM_TEMPLATES
+from support.llama3 import converted_dir
 from test_tokenizer_fast import spm_fast_dir
 
 from mlx_llama.errors import TokenizerError

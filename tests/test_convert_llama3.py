@@ -8,8 +8,9 @@ import json
 
 import numpy as np
 import pytest
-from convert_helpers import _to_meta_qk
-from llama3_helpers import SMALL_RANKS, small_tiktoken_file, tiktoken_encoding
+from support.hf_llama import tiny_llama
+from support.llama3 import SMALL_RANKS, small_tiktoken_file, tiktoken_encoding
+from support.meta import meta_state
 
 from mlx_llama import load
 from mlx_llama.checkpoint.meta import MetaCheckpoint
@@ -28,38 +29,18 @@ TEXTS = ["Hello world! It's 2024.", "  indented\n\ncode = [1, 2, 3]  # ok", "Zü
 
 
 def reference():
-    config = transformers.LlamaConfig(
+    config = dict(
         vocab_size=VOCAB, hidden_size=DIM, intermediate_size=FFN, num_hidden_layers=LAYERS,
         num_attention_heads=HEADS, num_key_value_heads=KV, rms_norm_eps=1e-5, rope_theta=500000.0,
-        rope_scaling=ROPE, max_position_embeddings=131072, attn_implementation="eager",
+        rope_scaling=ROPE, max_position_embeddings=131072,
     )  # fmt: skip
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            p.copy_(p.to(torch.bfloat16).float())  # what a bf16 Meta checkpoint holds
-    return model
+    return tiny_llama(config, bf16=True)  # random norms; bf16-rounded: what a bf16 Meta checkpoint holds
 
 
 def write_meta_llama3(model, directory, n_shards: int = 2):
     """consolidated.NN.pth bf16 shards as Meta's Llama 3 writes them: the embedding split over the vocabulary."""
     directory.mkdir(parents=True)
-    sd = {k: v.detach() for k, v in model.state_dict().items()}
-    meta = {"tok_embeddings.weight": (sd["model.embed_tokens.weight"], 0), "norm.weight": (sd["model.norm.weight"],
-            None), "output.weight": (sd["lm_head.weight"], 0)}  # fmt: skip
-    for i in range(LAYERS):
-        p = f"model.layers.{i}."
-        meta[f"layers.{i}.attention.wq.weight"] = (_to_meta_qk(sd[p + "self_attn.q_proj.weight"], HEADS), 0)
-        meta[f"layers.{i}.attention.wk.weight"] = (_to_meta_qk(sd[p + "self_attn.k_proj.weight"], KV), 0)
-        meta[f"layers.{i}.attention.wv.weight"] = (sd[p + "self_attn.v_proj.weight"], 0)
-        meta[f"layers.{i}.attention.wo.weight"] = (sd[p + "self_attn.o_proj.weight"], 1)
-        meta[f"layers.{i}.feed_forward.w1.weight"] = (sd[p + "mlp.gate_proj.weight"], 0)
-        meta[f"layers.{i}.feed_forward.w2.weight"] = (sd[p + "mlp.down_proj.weight"], 1)
-        meta[f"layers.{i}.feed_forward.w3.weight"] = (sd[p + "mlp.up_proj.weight"], 0)
-        meta[f"layers.{i}.attention_norm.weight"] = (sd[p + "input_layernorm.weight"], None)
-        meta[f"layers.{i}.ffn_norm.weight"] = (sd[p + "post_attention_layernorm.weight"], None)
+    meta = meta_state(model, embed_axis=0)
     for s in range(n_shards):
         shard = {
             name: (t if axis is None else torch.chunk(t, n_shards, dim=axis)[s]).to(torch.bfloat16).clone()

@@ -14,22 +14,17 @@ import weakref
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.tokenizer_corpus import mistral_model_path, parity_corpus, tiny_model_path
+from support.tokenizer_corpus import MODEL_LEGACY, MODELS, parity_corpus, tiny_model_path
 
 from mlx_llama.errors import TokenizerError
 from mlx_llama.tokenizer import LlamaTokenizer, StreamingDetokenizer
 
 transformers = pytest.importorskip("transformers")
 
-MODELS = {"tiny": tiny_model_path, "mistral-v1": mistral_model_path}
 REPLACEMENT = "\ufffd"
 
 
-@pytest.fixture(
-    scope="module",
-    params=[(m, legacy) for m in MODELS for legacy in (True, False)],
-    ids=lambda p: f"{p[0]}-legacy{p[1]}",
-)
+@pytest.fixture(scope="module", **MODEL_LEGACY)
 def pair(request):
     name, legacy = request.param
     path = MODELS[name]()

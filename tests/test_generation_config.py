@@ -8,8 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
-from hf_oracle import hf_model
-from tokenizer_corpus import tiny_model_path
+from support.hf_llama import hf_model
+from support.tokenizer_corpus import tiny_model_path
 
 import mlx_llama.cli as cli
 from mlx_llama import GenerationConfig, load
@@ -122,7 +122,7 @@ def test_generation_config_files_both_ways(tmp_path):
 def test_cli_generate_and_chat_use_the_jinja_template(checkpoint, capsys, monkeypatch):
     import io
 
-    from chat_templates import ZEPHYR
+    from support.chat_templates import ZEPHYR
 
     path, _, _ = checkpoint
     hf = write_generation_config(path, eos_token_id=2, pad_token_id=0)

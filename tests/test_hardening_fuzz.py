@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_files import build, glob, i, s, state_dict, storage, tensor, torch_zip, tup
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from support.hostile_files import build, glob, i, s, state_dict, storage, tensor, torch_zip, tup
 
 import mlx_llama  # noqa: F401  (before mlx.core)
 from mlx_llama.checkpoint.safetensors_io import load_safetensors, read_safetensors_header

@@ -25,14 +25,13 @@ import warnings
 
 import numpy as np
 import pytest
-from support.tokenizer_corpus import mistral_model_path, parity_corpus, tiny_model_path
+from support.tokenizer_corpus import MODEL_LEGACY, MODELS, mistral_model_path, parity_corpus, tiny_model_path
 
 from mlx_llama.errors import TokenizerError
 from mlx_llama.tokenizer import LlamaTokenizer
 
 transformers = pytest.importorskip("transformers")
 
-MODELS = {"tiny": tiny_model_path, "mistral-v1": mistral_model_path}
 CORPUS = parity_corpus()
 SPECIALS = ("<s>", "</s>", "<unk>")
 
@@ -48,11 +47,7 @@ def build_trio(path: str, legacy: bool, **kwargs):
     return ours, slow, fast
 
 
-@pytest.fixture(
-    scope="module",
-    params=[(m, legacy) for m in MODELS for legacy in (True, False)],
-    ids=lambda p: f"{p[0]}-legacy{p[1]}",
-)
+@pytest.fixture(scope="module", **MODEL_LEGACY)
 def trio(request):
     name, legacy = request.param
     ours, slow, fast = build_trio(MODELS[name](), legacy)

@@ -14,7 +14,7 @@ import shutil
 import warnings
 
 import pytest
-from llama3_helpers import (
+from support.llama3 import (
     SMALL_RANKS,
     converted_dir,
     llama3_file,
@@ -22,7 +22,7 @@ from llama3_helpers import (
     tiktoken_encoding,
     transformers_tiktoken,
 )
-from tokenizer_corpus import mistral_model_path, parity_corpus, tiny_model_path
+from support.tokenizer_corpus import mistral_model_path, parity_corpus, tiny_model_path
 
 from mlx_llama.errors import TokenizerError
 from mlx_llama.tokenizer import AutoTokenizer, LlamaTokenizer, LlamaTokenizerFast, PreTrainedTokenizerFast

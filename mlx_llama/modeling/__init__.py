@@ -1,17 +1,21 @@
 """The network: Transformers' module and attribute names, MLX's fused kernels."""
 
 from .heads import (
-    CausalLMOutputWithPast,
     LlamaForCausalLM,
     LlamaForQuestionAnswering,
     LlamaForSequenceClassification,
     LlamaForTokenClassification,
+)
+from .llama import LlamaModel
+from .open_llama import OpenLlamaForCausalLM, OpenLlamaForSequenceClassification, OpenLlamaModel
+from .outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    ModelOutput,
     QuestionAnsweringModelOutput,
     SequenceClassifierOutputWithPast,
     TokenClassifierOutput,
 )
-from .llama import BaseModelOutputWithPast, LlamaModel
-from .open_llama import OpenLlamaForCausalLM, OpenLlamaForSequenceClassification, OpenLlamaModel
 
 __all__ = [
     "BaseModelOutputWithPast",
@@ -21,6 +25,7 @@ __all__ = [
     "LlamaForSequenceClassification",
     "LlamaForTokenClassification",
     "LlamaModel",
+    "ModelOutput",
     "OpenLlamaForCausalLM",
     "OpenLlamaForSequenceClassification",
     "OpenLlamaModel",

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 import mlx.core as mx
@@ -12,13 +11,9 @@ import numpy as np
 from ..errors import ConfigError
 
 
-def to_tuple(output: Any) -> tuple:
-    """The output's non-None fields in order, as Transformers' `ModelOutput.to_tuple()`."""
-    return tuple(getattr(output, f.name) for f in fields(output) if getattr(output, f.name) is not None)
-
-
 def finish(output: Any, return_dict: bool | None) -> Any:
-    return output if return_dict is None or return_dict else to_tuple(output)
+    """The output dataclass, or its `to_tuple()` when `return_dict=False`."""
+    return output if return_dict is None or return_dict else output.to_tuple()
 
 
 def check_past_key_values(past_key_values: Any) -> None:

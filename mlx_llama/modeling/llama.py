@@ -8,7 +8,6 @@ attention dropout is active in training, which is the slower unfused path.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -21,6 +20,7 @@ from ..errors import InputError
 from ..rope import RotaryEmbedding
 from ..token_ids import check_ids
 from .call_options import check_past_key_values, finish, positions_from_cache_position
+from .outputs import BaseModelOutputWithPast
 from .pretrained import PreTrainedModel
 
 
@@ -52,14 +52,6 @@ def as_array(x: Any, dtype: mx.Dtype | None = None) -> mx.array | None:
         except (ValueError, TypeError) as exc:
             raise InputError(f"expected a rectangular numeric array ({exc})") from None
     return x if dtype is None or x.dtype == dtype else x.astype(dtype)
-
-
-@dataclass
-class BaseModelOutputWithPast:
-    last_hidden_state: mx.array
-    past_key_values: list[KVCache] | None = None
-    hidden_states: tuple[mx.array, ...] | None = None
-    attentions: tuple[mx.array, ...] | None = None
 
 
 class LlamaRMSNorm(nn.Module):

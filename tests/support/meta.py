@@ -35,13 +35,13 @@ def _to_meta_qk(w: torch.Tensor, n: int) -> torch.Tensor:
     return w.reshape(n, 2, rows // n // 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
-def write_meta(model, directory: Path, n_shards: int, tokenizer: Path | None, norm_eps: float = 1e-6) -> Path:
-    """Save `model` as consolidated.NN.pth bf16 shards, each shard's tensors views of one shared storage."""
-    directory.mkdir(parents=True, exist_ok=True)
+def meta_state(model, embed_axis: int = 1) -> dict[str, tuple[torch.Tensor, int | None]]:
+    """Meta's name for each tensor of a Transformers Llama, with the axis its tensor-parallel shards split
+    (None: replicated). The embedding splits over hidden (LLaMA 1/2, axis 1) or over the vocabulary (Llama 3, 0)."""
     cfg = model.config
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     meta: dict[str, tuple[torch.Tensor, int | None]] = {
-        "tok_embeddings.weight": (sd["model.embed_tokens.weight"], 1),
+        "tok_embeddings.weight": (sd["model.embed_tokens.weight"], embed_axis),
         "norm.weight": (sd["model.norm.weight"], None),
         "output.weight": (sd["lm_head.weight"], 0),
     }
@@ -62,6 +62,14 @@ def write_meta(model, directory: Path, n_shards: int, tokenizer: Path | None, no
         meta[f"layers.{i}.feed_forward.w3.weight"] = (sd[p + "mlp.up_proj.weight"], 0)
         meta[f"layers.{i}.attention_norm.weight"] = (sd[p + "input_layernorm.weight"], None)
         meta[f"layers.{i}.ffn_norm.weight"] = (sd[p + "post_attention_layernorm.weight"], None)
+    return meta
+
+
+def write_meta(model, directory: Path, n_shards: int, tokenizer: Path | None, norm_eps: float = 1e-6) -> Path:
+    """Save `model` as consolidated.NN.pth bf16 shards, each shard's tensors views of one shared storage."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    meta = meta_state(model)
     for s in range(n_shards):
         parts = {
             name: (t if axis is None else torch.chunk(t, n_shards, dim=axis)[s]).to(torch.bfloat16)
