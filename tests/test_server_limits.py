@@ -128,3 +128,16 @@ def test_serve_argument_errors_are_one_line_exit_2():
                                timeout=60)
             assert r.returncode == 2 and fragment in r.stderr, r.stderr
             assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_a_client_giving_up_on_a_non_streamed_request_frees_its_slot(server):
+    before = health(server)["cancelled"]
+    body = {"model": "t", "prompt": "the", "max_tokens": 3500, "logit_bias": NO_EOS}
+    with httpx.Client(base_url=server.base, timeout=1.0, headers={"Authorization": f"Bearer {KEY}"}) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            http.post("/v1/completions", json=body)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and health(server)["cancelled"] == before:
+        time.sleep(0.05)
+    state = health(server)
+    assert state["cancelled"] == before + 1 and state["active"] == 0
