@@ -74,12 +74,10 @@ def build_models(layers: int, dtype: str):
         else:
             model.set_dtype(getattr(mx, dtype))
         mx.eval(model.parameters())
-    fused = mlx_llama.LlamaForCausalLM(config)
-    fused.update(ours.parameters())
-    if dtype == "q4":  # same quantized arrays, fused afterwards
-        fused = mlx_llama.LlamaForCausalLM(config)
+    fused = mlx_llama.LlamaForCausalLM(config)  # the same arrays (quantized ones too), fused afterwards
+    if dtype == "q4":
         nn.quantize(fused, group_size=64, bits=4)
-        fused.update(ours.parameters())
+    fused.update(ours.parameters())
     from mlx_llama.modeling.fused import fuse_projections
 
     return {"ours": ours, "ours+fused": fuse_projections(fused), "mlx_lm": theirs}
@@ -168,6 +166,40 @@ def run_speculative(args) -> None:
             share = "–" if mname == "plain" else f"{st.accepted / args.new_tokens:.0%}"
             print(f"| {pname} | {mname} | {med:.1f} | {med / base:.2f}x | {acc} | {share} |")
         print(f"  {pname}: identical greedy output: {len({tuple(o) for o in outs.values()}) == 1}", file=sys.stderr)
+
+
+def run_speculative_big(args) -> None:
+    """Prompt lookup and a layer draft on the random TinyLlama-shaped model, where a step is memory-bound."""
+    from mlx_llama.generation.speculative import SpeculativeStats, speculative_steps
+
+    model = build_models(args.layers, "float32")["ours"]
+    draft = layer_draft(model)
+    chooser = TokenChooser(SamplingParams())
+    prompt = list(range(100, 116)) * 3  # a copy-heavy id prompt
+    methods = {"plain": None, "draft k=3": {"draft_model": draft, "num_draft_tokens": 3},
+               "lookup k=4": {"prompt_lookup": 4}}
+    print(f"\nRandom TinyLlama shape, {args.layers} layers, float32, greedy, {args.new_tokens} new tokens, "
+          f"median of {args.runs}.\n")
+    print("| method | decode tok/s | speed-up | acceptance (accepted / drafted) |")
+    print("|---|---|---|---|")
+    speeds, outs, stats = {m: [] for m in methods}, {}, {}
+    for _ in range(args.runs):
+        for name, kw in methods.items():
+            stats[name] = SpeculativeStats()
+            if kw is None:
+                steps = (s.tokens[0] for s in decode(model, model.make_cache(), mx.array([prompt]), chooser,
+                                                     args.new_tokens))
+            else:
+                steps = (s.tokens[0] for s in speculative_steps(model, model.make_cache(), prompt, chooser,
+                                                                args.new_tokens, stats=stats[name], **kw))
+            tps, outs[name] = time_decode(steps)
+            speeds[name].append(tps)
+    base = statistics.median(speeds["plain"])
+    for name in methods:
+        med, st = statistics.median(speeds[name]), stats[name]
+        acc = "–" if name == "plain" else f"{st.acceptance_rate:.0%} ({st.accepted}/{st.drafted})"
+        print(f"| {name} | {med:.2f} | {med / base:.2f}x | {acc} |")
+    print(f"  identical greedy output: {len({tuple(o) for o in outs.values()}) == 1}", file=sys.stderr)
 
 
 # ---- long-context memory ---------------------------------------------------------------------------------
@@ -270,6 +302,10 @@ def main() -> None:
     sp.add_argument("--draft", help="a trained draft model directory (default: the demo's first layer)")
     sp.add_argument("--runs", type=int, default=3)
     sp.add_argument("--new-tokens", type=int, default=128)
+    sb = sub.add_parser("speculative-big")
+    sb.add_argument("--layers", type=int, default=2)
+    sb.add_argument("--runs", type=int, default=3)
+    sb.add_argument("--new-tokens", type=int, default=24)
     mp = sub.add_parser("memory")
     mp.add_argument("--prompt-tokens", type=int, default=4096)
     mp.add_argument("--new-tokens", type=int, default=64)
@@ -278,8 +314,9 @@ def main() -> None:
     pp.add_argument("--corpus", help="r-cran-janeaustenr .deb (as examples/train_tiny.py takes)")
     pp.add_argument("--context-length", type=int, default=256)
     args = parser.parse_args()
-    {"speed": run_speed, "speculative": run_speculative, "memory": run_memory, "perplexity": run_perplexity}[
-        args.what](args)
+    runs = {"speed": run_speed, "speculative": run_speculative, "speculative-big": run_speculative_big,
+            "memory": run_memory, "perplexity": run_perplexity}
+    runs[args.what](args)
 
 
 if __name__ == "__main__":

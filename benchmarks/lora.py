@@ -43,7 +43,7 @@ def make_models(work: Path, layers: int) -> tuple[Path, Path]:
     model.save_pretrained(fp32)
     for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(mlx_llama.DEMO_MODEL / name, fp32 / name)
-    mlx_llama.convert(fp32, q4, dtype="float32", quantize=True, q_bits=4, q_group_size=64)
+    mlx_llama.convert_checkpoint(fp32, q4, dtype="float32", quantize=True, q_bits=4, q_group_size=64)
     return fp32, q4
 
 

@@ -293,7 +293,8 @@ def make_cache(num_layers: int, max_kv_size: int | None = None, kv_bits: int | N
     return [KVCache() for _ in range(num_layers)]
 
 
-def transformers_cache_options(cache_implementation: str | None, cache_config: dict | None) -> dict:
+def transformers_cache_options(cache_implementation: str | None, cache_config: dict | None,
+                               padded: bool = False) -> dict:
     """`make_cache` options from Transformers' `cache_implementation` / `cache_config` spelling.
 
     "dynamic", "static" (or None) is the float cache; "quantized" takes `nbits` (default 4), `q_group_size` (64) and
@@ -310,6 +311,8 @@ def transformers_cache_options(cache_implementation: str | None, cache_config: d
         size = cfg.get("max_kv_size", cfg.get("sliding_window"))
         if size is None:
             raise ConfigError(f"cache_implementation={cache_implementation!r} needs cache_config={{'max_kv_size': N}}")
+        if padded:
+            raise ConfigError("a rotating (sliding_window) KV cache takes unpadded prompts: no padding in the batch")
         return {"max_kv_size": int(size), "keep": int(cfg.get("keep", 4))}
     raise ConfigError(f"cache_implementation {cache_implementation!r} is not supported; "
                       "use 'dynamic', 'quantized' or 'sliding_window'")

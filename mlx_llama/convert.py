@@ -132,6 +132,8 @@ def _plan(specs: list[TensorSpec], dtype: str, quantize: tuple[int, int] | None,
             ]
             jobs.append(_Job(spec.name, "quantize", out, entries, group, bits))
         else:
+            if spec.dtype not in FLOATS:
+                raise ConversionError(f"{spec.name}: dtype {spec.dtype}, but model weights are floating point")
             kind = "cast" if out != spec.dtype else "copy"
             jobs.append(_Job(spec.name, kind, out, [Entry(spec.name, spec.shape, out)]))
     return jobs
@@ -241,7 +243,7 @@ def _output_config(src: Source, options: _Options) -> dict:
     if "quantization_config" in config and not options.dequantize:
         qc = config["quantization_config"]
         method = qc.get("quant_method", "unknown") if isinstance(qc, dict) else "unknown"
-        raise ConversionError(f"{path}: {shorten(method)}-quantized checkpoints are not supported")
+        raise ConversionError(f"{path}: {str(method)[:40]}-quantized checkpoints are not supported")
     config.pop("quantization", None)
     config.pop("quantization_config", None)
     config["torch_dtype"] = config["dtype"] = options.dtype

@@ -25,10 +25,13 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from .cache import KVCache
+from .checkpoint.layers import check_layer_count
 from .checkpoint.safetensors_io import checkpoint_files
 from .checkpoint.sliced import SlicedReader
-from .dtypes import dtype_name, parse_dtype
+from .dtypes import dtype_name
 from .errors import CheckpointError, ConfigError
+from .generation.config import GenerationConfig
+from .modeling.load_options import auto_dtype, requested_dtype
 from .modeling.pretrained import _to_compute_dtype, is_cpu_backend
 from .modeling.quantized import quantize_model
 
@@ -100,6 +103,9 @@ class OffsetCache:
     def __init__(self) -> None:
         self.offset = 0
         self.dependency: mx.array | None = None
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        raise RuntimeError("this layer's keys and values live on another pipeline rank")
 
     def advance(self, n: int, dependency: mx.array | None) -> None:
         self.offset += n
@@ -325,28 +331,35 @@ def share_seed(group: mx.distributed.Group) -> None:
     mx.random.seed(int(mx.distributed.all_sum(mx.array(seed, dtype=mx.int32), group=group).item()))
 
 
-def load_parallel(cls: type, path: str | Path, mode: str, dtype: str | mx.Dtype | None = None,
+def _local_model(cls: type, config: Any, mode: str, group: mx.distributed.Group) -> tuple[nn.Module, ParallelPlan]:
+    """The (not yet loaded) model this rank builds, and its plan."""
+    rank, n = group.rank(), group.size()
+    if mode == "tensor":
+        model = cls(tensor_config(config, n))
+        _tensor_head(model, n)
+        return model, ParallelPlan("tensor", rank, n)
+    model = cls(config)
+    if "lm_head" not in model and not model.output_embedding_shared():
+        raise ConfigError(f"parallel='pipeline' needs a causal-LM checkpoint; {cls.__name__} has another head")
+    return model, pipeline_plan(config.num_hidden_layers, rank, n)
+
+
+def load_parallel(cls: type, path: str | Path, mode: str, dtype: Any = None,
                   group: mx.distributed.Group | None = None) -> nn.Module:
     """This rank's part of a `cls` model from the directory `path`, split by `mode` across `group`.
 
+    As `from_pretrained` (same dtype rules, strict names and shapes), but only this rank's tensors are read.
     `group=None` initialises the default `mx.distributed` group (a single process is a group of one).
     """
     if mode not in MODES:
         raise ConfigError(f"parallel={mode!r}: expected one of {', '.join(MODES)}")
+    requested = requested_dtype(dtype, None)
     group = mx.distributed.init() if group is None else group
-    rank, n = group.rank(), group.size()
     path = Path(path)
     config = cls.config_class.from_pretrained(path)
     reader = SlicedReader(checkpoint_files(path))
-    if mode == "tensor":
-        plan = ParallelPlan("tensor", rank, n)
-        model = cls(tensor_config(config, n))
-        _tensor_head(model, n)
-    else:
-        model = cls(config)
-        if "lm_head" not in model and not model.output_embedding_shared():
-            raise ConfigError(f"parallel='pipeline' needs a causal-LM checkpoint; {cls.__name__} has another head")
-        plan = pipeline_plan(config.num_hidden_layers, rank, n)
+    check_layer_count(reader.keys(), config.num_hidden_layers, str(path))  # before building any layer
+    model, plan = _local_model(cls, config, mode, group)
     names = model.sanitize({k: k for k in reader.keys()})  # model name -> checkpoint name
     if mode == "pipeline":
         _pipeline_stubs(model, plan, group)
@@ -355,7 +368,7 @@ def load_parallel(cls: type, path: str | Path, mode: str, dtype: str | mx.Dtype 
         quantize_model(model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in names, cpu=is_cpu_backend())
     weights = _read_local(model, reader, names, plan, str(path))
     plan.bytes_read = reader.bytes_read
-    target = model._compute_dtype(weights, parse_dtype(dtype))
+    target = model._compute_dtype(weights, auto_dtype(config, weights) if requested == "auto" else requested)
     model.load_checked({k: _to_compute_dtype(k, v, target) for k, v in weights.items()}, str(path))
     mx.eval(model.parameters())
     model.config = config  # the full model's config, as the user expects (layers read theirs at build time)
@@ -366,9 +379,9 @@ def load_parallel(cls: type, path: str | Path, mode: str, dtype: str | mx.Dtype 
         _tensor_wrap(model, group)
     else:
         _pipeline_wrap(model, plan, group)
-    model.parallel = plan
-    model.parallel_group = group
+    model.parallel, model.parallel_group = plan, group
     model.eval()
+    model.generation_config = GenerationConfig.for_checkpoint(path, config)
     share_seed(group)
     return model
 

@@ -8,7 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from hf_oracle import hf_model, rel_err  # noqa: E402
+from support.compare import rel_err  # noqa: E402
+from support.hf_llama import hf_model  # noqa: E402
 
 from mlx_llama.modeling.fused import fuse_projections  # noqa: E402
 from mlx_llama.modeling.heads import LlamaForCausalLM  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from generation_helpers import hf_tiny_model, write_checkpoint  # noqa: E402
+from support.hf_llama import hf_tiny_model  # noqa: E402
 
 import mlx_llama.cli as cli  # noqa: E402
 from mlx_llama.cache import QuantizedKVCache, RotatingKVCache  # noqa: E402
@@ -116,12 +116,14 @@ def test_quantized_cache_rejects_bad_settings(wide):
         model(mx.array([[1, 2]]), past_key_values=model.make_cache(kv_bits=4, kv_group_size=64))
     with pytest.raises(ConfigError, match="not both"):
         model.make_cache(kv_bits=4, max_kv_size=16)
+    with pytest.raises(ConfigError, match="unpadded"):
+        model.generate(mx.array([[0, 1, 2], [1, 2, 3]]), attention_mask=mx.array([[0, 1, 1], [1, 1, 1]]),
+                       cache_implementation="sliding_window", cache_config={"max_kv_size": 16})
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    hf = write_checkpoint(path)
+def checkpoint(tiny_checkpoint):
+    path, hf = tiny_checkpoint
     return path, hf, LlamaForCausalLM.from_pretrained(path, dtype="float32"), LlamaTokenizer.from_pretrained(path)
 
 

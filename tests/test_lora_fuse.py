@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from lora_helpers import outputs, peft_model, save_base, token_ids
+from support.lora import outputs, peft_model, save_base, token_ids
 
 import mlx_llama
 from mlx_llama.cli import main
@@ -63,7 +63,8 @@ def test_fuse_quantized_base(tmp_path):
     """A 4-bit base: --dequantize writes float weights Transformers loads, with the adapted model's outputs;
     without it the fused model stays 4-bit."""
     base = save_base(tmp_path / "base")
-    mlx_llama.convert(tmp_path / "base", tmp_path / "q4", dtype="float32", quantize=True, q_bits=4, q_group_size=32)
+    mlx_llama.convert_checkpoint(tmp_path / "base", tmp_path / "q4", dtype="float32", quantize=True, q_bits=4,
+                                 q_group_size=32)
     peft_model(base, "LlamaForCausalLM", use_dora=True).save_pretrained(tmp_path / "adapter")
     args = ["fuse", "--model", str(tmp_path / "q4"), "--adapter-path", str(tmp_path / "adapter")]
     assert main([*args, "--save-path", str(tmp_path / "dense"), "--dequantize"]) == 0

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from lora_helpers import TASKS, outputs, peft_model, save_base, token_ids
 from safetensors.torch import load_file
+from support.lora import TASKS, outputs, peft_model, save_base, token_ids
 
 import mlx_llama
 from mlx_llama.errors import CheckpointError

@@ -12,8 +12,8 @@ import peft
 import pytest
 import torch
 import transformers
-from lora_helpers import TASKS, outputs, peft_model, save_base, token_ids
 from mlx.utils import tree_flatten
+from support.lora import TASKS, outputs, peft_model, save_base, token_ids
 
 import mlx_llama
 from mlx_llama.lora import LoraConfig, TrainingArgs, finetune
@@ -145,7 +145,8 @@ def test_lora_gradients_equal_torch_with_grad_checkpointing(tmp_path):
 
 def test_qlora_trains_on_a_4bit_base_and_leaves_it_quantized(tmp_path):
     save_base(tmp_path / "base", vocab_size=VOCAB)
-    mlx_llama.convert(tmp_path / "base", tmp_path / "q4", dtype="float32", quantize=True, q_bits=4, q_group_size=32)
+    mlx_llama.convert_checkpoint(tmp_path / "base", tmp_path / "q4", dtype="float32", quantize=True, q_bits=4,
+                                 q_group_size=32)
     write_data(tmp_path / "data", "causal-lm")
     model = mlx_llama.LlamaForCausalLM.from_pretrained(tmp_path / "q4")
     tok = mlx_llama.LlamaTokenizer.from_pretrained(tmp_path / "q4")

@@ -54,8 +54,8 @@ def checkpoints(tmp_path_factory):
     write_checkpoint(dirs["gqa"], num_key_value_heads=2, **SHAPE)
     write_checkpoint(dirs["mha"], seed=1, num_key_value_heads=4, **SHAPE)
     for name in ("gqa", "mha"):
-        mlx_llama.convert(dirs[name], dirs[name + "4"], dtype="float32", quantize=True, q_bits=4, q_group_size=32,
-                          quiet=True)
+        mlx_llama.convert_checkpoint(dirs[name], dirs[name + "4"], dtype="float32", quantize=True, q_bits=4,
+                                     q_group_size=32, quiet=True)
     open_llama_checkpoint(dirs["open"], dirs["gqa"])
     return dirs
 
@@ -92,12 +92,14 @@ def test_two_ranks_generate_as_one_process(ranks, references, name, mode):
     ref = references[name]
     for rank, results in enumerate(ranks):
         got = results[f"{name}/{mode}"]
-        for key in ("greedy", "continued", "batch", "text"):
+        for key in ("greedy", "continued", "batch", "text", "beams"):
             assert got[key] == ref[key], f"rank {rank} {key}"
         np.testing.assert_allclose(got["logits"], ref["logits"], atol=2e-4, rtol=1e-4)
         # Layer weights dominate these models, so each rank holds about half of them.
         assert got["param_bytes"] <= 0.6 * ref["param_bytes"], f"rank {rank}: {got['param_bytes']} bytes"
         assert 0 < got["bytes_read"] <= 0.6 * ref["file_bytes"], f"rank {rank} read {got['bytes_read']} bytes"
+        # Tensor: half of every layer's KV heads; pipeline: the whole cache of half of the layers.
+        assert got["cache_bytes"] * 2 == ref["cache_bytes"] > 0, f"rank {rank}: KV cache of {got['cache_bytes']} bytes"
     assert ranks[0][f"{name}/{mode}"]["sampled"] == ranks[1][f"{name}/{mode}"]["sampled"]
 
 
@@ -112,6 +114,19 @@ def test_three_stage_pipeline_with_a_middle_rank(checkpoints, references, tmp_pa
             assert [got[k] for k in ("greedy", "continued", "batch")] == [ref[k] for k in ("greedy", "continued",
                                                                                          "batch")], (rank, name)
             np.testing.assert_allclose(got["logits"], ref["logits"], atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_cli_reports_heads_that_do_not_divide(checkpoints, tmp_path):
+    argv = ["-m", "mlx_llama", "generate", "--model", str(checkpoints["gqa"]), "--prompt", "hi", "--parallel", "tensor"]
+    results = run_ranks(argv, tmp_path, n=3, timeout=60, kill_on_failure=False)  # all fail alike, at load
+    for r in results:
+        assert r.returncode == 2, describe(results)
+        assert r.stderr.strip().splitlines() == [
+            "mlx-llama: error: config field `num_attention_heads` (4) must be divisible by the number of ranks (3) "
+            "for tensor parallelism; use --parallel pipeline or another rank count"]
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from generation_helpers import corpus, write_checkpoint  # noqa: E402
+from support.checkpoints import corpus  # noqa: E402
 
 import mlx_llama.cli as cli  # noqa: E402
 from mlx_llama import perplexity  # noqa: E402
@@ -18,9 +18,8 @@ TEXT = " ".join(corpus(30))
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    hf = write_checkpoint(path)
+def checkpoint(tiny_checkpoint):
+    path, hf = tiny_checkpoint
     return path, hf, LlamaForCausalLM.from_pretrained(path, dtype="float32"), LlamaTokenizer.from_pretrained(path)
 
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import mlx.core as mx
 import pytest
-from server_helpers import ServerProcess
+from support.server import ServerProcess
 
 import mlx_llama
 from mlx_llama import DEMO_MODEL

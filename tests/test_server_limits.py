@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from server_helpers import ServerProcess, tiny_long_context_model
+from support.server import ServerProcess, tiny_long_context_model
 
 import mlx_llama
 

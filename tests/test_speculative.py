@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 stats = pytest.importorskip("scipy.stats")
 
-from generation_helpers import hf_tiny_model, write_checkpoint  # noqa: E402
+from support.hf_llama import hf_tiny_model  # noqa: E402
 
 from mlx_llama.errors import ConfigError  # noqa: E402
 from mlx_llama.generation.api import stream_generate  # noqa: E402
@@ -29,9 +29,8 @@ NEW = 40
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    target_dir, draft_dir = tmp_path_factory.mktemp("target"), tmp_path_factory.mktemp("draft")
-    hf = write_checkpoint(target_dir)
+def models(tiny_checkpoint, tmp_path_factory):
+    (target_dir, hf), draft_dir = tiny_checkpoint, tmp_path_factory.mktemp("draft")
     hf_tiny_model(hf.config.vocab_size, seed=1, num_hidden_layers=1).save_pretrained(draft_dir)
     target = LlamaForCausalLM.from_pretrained(target_dir, dtype="float32")
     draft = LlamaForCausalLM.from_pretrained(draft_dir, dtype="float32")

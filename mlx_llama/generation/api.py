@@ -27,7 +27,7 @@ from .options import GenerationOptions, resolve_options
 from .outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from .processors import HistoryChooser, history_processors
 from .sampling import SamplingParams, TokenChooser
-from .speculative import SpeculativeStats, speculative_steps
+from .speculative import SpeculativeStats, assisted_generate, speculative_steps
 from .stopping import StopStrings
 
 DEFAULT_MAX_LENGTH = 20  # Transformers' GenerationConfig.max_length
@@ -190,48 +190,52 @@ def stream_generate(
         warnings.warn(too_long, stacklevel=2)
     eos = set(_eos_list(eos_token_id)) if eos_token_id is not None else stop_ids(model, tokenizer)
     if cache is None:
-        cache = model.make_cache(**cache_options) if any(v is not None for v in cache_options.values()) else (
-            model.make_cache())
-    detok = _detokenizer(tokenizer)
-    stopper = _StopStrings(stop or [])
-
+        cache = model.make_cache(**{k: v for k, v in cache_options.items() if v is not None})
+    detok, stopper = _detokenizer(tokenizer), _StopStrings(stop or [])  # built before the clock starts
     mx.reset_peak_memory()
-    start = time.perf_counter()
-    timing = {}
-
-    def prefill_done() -> None:
-        timing["prompt"] = time.perf_counter() - start
-
+    clock = _Clock()
+    chooser = TokenChooser(params, seed)
     if draft_model is not None or prompt_lookup:
-        steps = speculative_steps(model, cache, ids, TokenChooser(params, seed), max_tokens, draft_model=draft_model,
+        steps = speculative_steps(model, cache, ids, chooser, max_tokens, draft_model=draft_model,
                                   num_draft_tokens=num_draft_tokens, prompt_lookup=prompt_lookup, seed=seed,
                                   prefill_step_size=prefill_step_size, progress=progress,
-                                  on_prefill_done=prefill_done, stats=speculative_stats)
+                                  on_prefill_done=clock.prefill_done, stats=speculative_stats)
     else:
-        steps = decode(
-            model,
-            cache,
-            mx.array([ids], dtype=mx.int32),
-            TokenChooser(params, seed),
-            max_tokens,
-            prefill_step_size=prefill_step_size,
-            progress=progress,
-            on_prefill_done=prefill_done,
-        )
-    n = 0
-    for n, step in enumerate(steps, start=1):
-        token = step.tokens[0]
+        steps = decode(model, cache, mx.array([ids], dtype=mx.int32), chooser, max_tokens,
+                       prefill_step_size=prefill_step_size, progress=progress, on_prefill_done=clock.prefill_done)
+    yield from _responses(steps, len(ids), eos, detok, stopper, max_tokens, clock)
+
+
+class _Clock:
+    """Prompt and generation timing for the statistics of each response."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.prompt = 0.0
+        self.first = 0.0
+
+    def prefill_done(self) -> None:
+        self.prompt = time.perf_counter() - self.start
+
+    def stats(self, n: int, prompt_tokens: int, step) -> dict:
         if n == 1:
-            first = time.perf_counter()
-        elapsed = max(time.perf_counter() - first, 1e-9)
-        stats = {
-            "prompt_tokens": len(ids),
-            "prompt_tps": len(ids) / max(timing["prompt"], 1e-9),
+            self.first = time.perf_counter()
+        elapsed = max(time.perf_counter() - self.first, 1e-9)
+        return {
+            "prompt_tokens": prompt_tokens,
+            "prompt_tps": prompt_tokens / max(self.prompt, 1e-9),
             "generation_tokens": n,
             "generation_tps": (n - 1) / elapsed if n > 1 else 0.0,
             "peak_memory": mx.get_peak_memory() / 1e9,
             "from_draft": bool(step.from_draft and step.from_draft[0]),
         }
+
+
+def _responses(steps, prompt_tokens: int, eos: set[int], detok, stopper, max_tokens: int, clock: _Clock):
+    """Decode steps -> GenerationResponses, ending at an eos id, a stop string or max_tokens."""
+    for n, step in enumerate(steps, start=1):
+        token = step.tokens[0]
+        stats = clock.stats(n, prompt_tokens, step)
         if token in eos:
             text, _ = stopper.feed(detok.finalize())
             yield GenerationResponse(text + stopper.flush(), token, finish_reason="stop", **stats)
@@ -391,8 +395,8 @@ def _sample(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions
     record = (options.return_dict_in_generate and options.output_scores,
               options.return_dict_in_generate and options.output_logits)
     chooser = HistoryChooser(params, extras["seed"], ids, processors, *record)
-    cache_options = transformers_cache_options(options.cache_implementation, options.cache_config)
-    cache = model.make_cache(**cache_options) if cache_options else model.make_cache()
+    cache = model.make_cache(**transformers_cache_options(options.cache_implementation, options.cache_config,
+                                                          not mask.all()))
     if extras["assistant_model"] is not None or options.prompt_lookup_num_tokens:
         return _assisted(model, ids, mask, chooser, new_tokens, eos, cache, options, extras)
     stop = StopStrings(options.stop_strings, extras["tokenizer"]) if options.stop_strings else None
@@ -409,17 +413,12 @@ def _sample(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions
 def _assisted(model, ids: np.ndarray, mask: np.ndarray, chooser: TokenChooser, new_tokens: int, eos: list[int],
               cache: list, options: GenerationOptions, extras: dict) -> mx.array:
     """Speculative decoding with `assistant_model` or prompt lookup (Transformers' assisted generation)."""
-    if ids.shape[0] != 1 or not mask.all():
-        raise ConfigError("assisted (speculative) generation takes one unpadded prompt (batch size 1)")
     if options.return_dict_in_generate or extras["streamer"] is not None or options.stop_strings:
         raise ConfigError("assisted generation returns plain ids: no streamer, stop_strings or "
                           "return_dict_in_generate")
-    steps = speculative_steps(model, cache, ids[0].tolist(), chooser, new_tokens,
-                              draft_model=extras["assistant_model"], num_draft_tokens=options.num_assistant_tokens,
-                              prompt_lookup=options.prompt_lookup_num_tokens, seed=extras["seed"],
-                              eos_token_ids=eos, prefill_step_size=extras["prefill_step_size"])
-    new = [step.tokens[0] for step in steps]
-    return mx.array(np.concatenate([ids, np.array([new], dtype=np.int64)], axis=1).astype(np.int32))
+    return assisted_generate(model, ids, None if mask.all() else mask, cache, chooser, new_tokens,
+                             extras["assistant_model"], options.num_assistant_tokens, options.prompt_lookup_num_tokens,
+                             seed=extras["seed"], eos_token_ids=eos, prefill_step_size=extras["prefill_step_size"])
 
 
 def _beam(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions, eos: list[int], pad: int,

@@ -41,7 +41,7 @@ class GenerationOptions:
     return_dict_in_generate: bool = False
     output_scores: bool = False
     output_logits: bool = False
-    use_cache: bool = True
+    use_cache: bool = True  # False gives the same ids in Transformers (only slower); decoding here always caches
     cache_implementation: str | None = None
     cache_config: dict | None = None
     num_assistant_tokens: int = 5
@@ -66,8 +66,6 @@ class GenerationOptions:
             raise ConfigError(f"cache_implementation={self.cache_implementation!r} is not available: mlx-llama's "
                               "KV cache is preallocated (as 'static'); use None, 'static', 'dynamic', "
                               "'quantized' or 'sliding_window'")
-        if not self.use_cache:
-            raise ConfigError("use_cache=False is not supported by generate: decoding always uses the KV cache")
 
 
 # GenerationConfig fields that change nothing here (metadata, or outputs we never build).

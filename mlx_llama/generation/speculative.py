@@ -219,3 +219,16 @@ def speculative_steps(model, cache: Sequence, prompt: Sequence[int], chooser: To
     else:
         proposer, k = PromptLookupProposer(), int(prompt_lookup)
     return speculative_decode(model, cache, prompt, chooser, max_new_tokens, proposer, k, seed=seed, **kwargs)
+
+
+def assisted_generate(model, ids: np.ndarray, mask, cache: Sequence, chooser: TokenChooser, max_new_tokens: int,
+                      assistant_model, num_assistant_tokens: int, prompt_lookup_num_tokens: int | None,
+                      **kwargs) -> mx.array:
+    """`model.generate(assistant_model=... | prompt_lookup_num_tokens=...)`: prompt + new ids, batch 1."""
+    if ids.shape[0] != 1 or mask is not None:
+        raise ConfigError("assisted (speculative) generation takes one unpadded prompt (batch size 1)")
+    steps = speculative_steps(model, cache, ids[0].tolist(), chooser, max_new_tokens, draft_model=assistant_model,
+                              num_draft_tokens=num_assistant_tokens, prompt_lookup=prompt_lookup_num_tokens,
+                              **kwargs)
+    new = [step.tokens[0] for step in steps]
+    return mx.array(np.concatenate([ids, np.array([new], dtype=np.int64)], axis=1).astype(np.int32))

@@ -49,6 +49,9 @@ def prepare(model: nn.Module, config: LoraConfig, fine_tune_type: str, train_hea
             resume: str | Path | None = None) -> None:
     """Wrap and freeze for lora/dora (the new heads train too), or train every weight for 'full'."""
     if fine_tune_type == "full":
+        if any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules()):
+            raise MlxLlamaError("--fine-tune-type full cannot train a quantized model; use lora/dora (QLoRA) or "
+                                "a float checkpoint")
         model.unfreeze()
         return
     if fine_tune_type not in ("lora", "dora"):

@@ -122,6 +122,9 @@ class PreTrainedModel(nn.Module):
         weights = model.sanitize(weights)
         if config.quantization:
             q = config.quantization
+            if not any(k.endswith(".scales") for k in weights):
+                raise CheckpointError(f"{path}: config.json has a `quantization` block, but no tensor has .scales; "
+                                      "the weights are not quantized")
             quantize_model(model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in weights,
                            cpu=is_cpu_backend())
         if requested == "auto":
@@ -192,6 +195,10 @@ class PreTrainedModel(nn.Module):
             warnings.warn(f"{source}: {', '.join(head_missing)} not in the checkpoint; newly initialised "
                           "(train the head before use)", stacklevel=3)
         for key, value in weights.items():
+            dtype = getattr(value, "dtype", None)
+            if (isinstance(dtype, mx.Dtype) and mx.issubdtype(expected[key].dtype, mx.floating)
+                    and not mx.issubdtype(dtype, mx.floating)):
+                raise CheckpointError(f"{source}: tensor {key} is {dtype_name(dtype)}, expected floating point")
             if value.shape != expected[key].shape:
                 raise CheckpointError(f"{source}: tensor {key} has shape {tuple(value.shape)}, "
                                       f"expected {tuple(expected[key].shape)} from config.json")

@@ -35,9 +35,12 @@ def run_checks(model, tokenizer) -> dict:
     second = stream(first[2:] + tokenizer.encode(" and the", add_special_tokens=False), 6, cache=cache)
     batch = model.generate(mx.array(BATCH), attention_mask=mx.array([[0, 0, 1, 1, 1, 1], [1] * 6]),
                            max_new_tokens=6, pad_token_id=0, eos_token_id=[])
+    beams = model.generate(mx.array(FORWARD), num_beams=3, max_new_tokens=4, eos_token_id=[], do_sample=False)
     logits = model(mx.array(FORWARD)).logits.astype(mx.float32)
     text = mlx_llama.generate(model, tokenizer, "a small boat", 6, eos_token_id=[])
     return {"greedy": greedy, "continued": first + second, "batch": batch.tolist(), "text": text,
+            "beams": beams.tolist(),
+            "cache_bytes": sum(layer.nbytes for layer in cache),
             "logits": logits.reshape(-1).tolist()}
 
 
