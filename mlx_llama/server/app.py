@@ -51,6 +51,8 @@ def _prepare(state: ServerState, kind: str, body: dict) -> tuple[protocol.Reques
     else:
         prompt, extra_stops = completion_prompt(state.tokenizer, request.prompt), []
     context = state.scheduler.context_length
+    if not prompt:
+        raise APIError("The prompt is empty (no tokens to start from).", param="prompt", code="invalid_value")
     if len(prompt) >= context:
         raise APIError(f"This model's maximum context length is {context} tokens; the prompt has {len(prompt)} "
                        "tokens, which leaves no room for a completion.",
