@@ -80,7 +80,7 @@ def test_chat_uses_the_chat_format_streamed_or_not(client, oracle):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
     assert chunks[-1].usage.completion_tokens == out.usage.completion_tokens
-    assert chunks[-1].usage.prompt_tokens_details.cached_tokens > 0  # the same prompt again: a cache hit
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == len(ids) - 1  # the same prompt again: a hit
 
 
 def test_stop_strings_cut_the_text(client, oracle):
