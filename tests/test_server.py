@@ -80,7 +80,7 @@ def test_chat_uses_the_chat_format_streamed_or_not(client, oracle):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
     assert chunks[-1].usage.completion_tokens == out.usage.completion_tokens
-    assert chunks[-1].usage.prompt_tokens_details.cached_tokens > 0  # the same prompt again: a cache hit
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == len(ids) - 1  # the same prompt again: a hit
 
 
 def test_stop_strings_cut_the_text(client, oracle):
@@ -292,3 +292,18 @@ def test_top_k_1_is_greedy_and_min_p_1_too(client, oracle):
         out = client.completions.create(model="d", prompt="The weather", max_tokens=12, temperature=1.5, seed=0,
                                         extra_body=extra)
         assert out.choices[0].text == greedy
+
+
+def test_streamed_choices_match_the_non_streamed_ones(client):
+    kw = dict(model="d", messages=[{"role": "user", "content": "Say something."}], max_tokens=10, temperature=1.0,
+              seed=11, n=2)
+    whole = client.chat.completions.create(**kw)
+    texts = {0: "", 1: ""}
+    finish = {}
+    for chunk in client.chat.completions.create(stream=True, **kw):
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finish[choice.index] = choice.finish_reason
+    assert [texts[0], texts[1]] == [c.message.content for c in whole.choices]
+    assert finish == {c.index: c.finish_reason for c in whole.choices}

@@ -111,10 +111,10 @@ def test_a_shared_prefix_reuses_the_prompt_cache(client, model_dir):
     assert second.choices[0].text == expected
 
 
-def test_serve_argument_errors_are_one_line_exit_2():
+def test_serve_argument_errors_are_one_line_exit_2(capsys):
     import socket
-    import subprocess
-    import sys
+
+    from mlx_llama.cli import main
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -122,9 +122,25 @@ def test_serve_argument_errors_are_one_line_exit_2():
         port = busy.getsockname()[1]
         for args, fragment in ((["--port", "70000"], "port must be in 0..65535"),
                                (["--max-concurrency", "0"], "--max-concurrency must be at least 1"),
-                               (["--prompt-cache-bytes", "lots"], "not a size"),
                                (["--port", str(port)], f"cannot listen on 127.0.0.1:{port}")):
-            r = subprocess.run([sys.executable, "-m", "mlx_llama", "serve", *args], capture_output=True, text=True,
-                               timeout=60)
-            assert r.returncode == 2 and fragment in r.stderr, r.stderr
-            assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+            assert main(["serve", *args]) == 2
+            err = capsys.readouterr().err
+            assert fragment in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--prompt-cache-bytes", "lots"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "not a size" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_client_giving_up_on_a_non_streamed_request_frees_its_slot(server):
+    before = health(server)["cancelled"]
+    body = {"model": "t", "prompt": "the", "max_tokens": 3500, "logit_bias": NO_EOS}
+    with httpx.Client(base_url=server.base, timeout=1.0, headers={"Authorization": f"Bearer {KEY}"}) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            http.post("/v1/completions", json=body)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and health(server)["cancelled"] == before:
+        time.sleep(0.05)
+    state = health(server)
+    assert state["cancelled"] == before + 1 and state["active"] == 0

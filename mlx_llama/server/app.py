@@ -51,6 +51,8 @@ def _prepare(state: ServerState, kind: str, body: dict) -> tuple[protocol.Reques
     else:
         prompt, extra_stops = completion_prompt(state.tokenizer, request.prompt), []
     context = state.scheduler.context_length
+    if not prompt:
+        raise APIError("The prompt is empty (no tokens to start from).", param="prompt", code="invalid_value")
     if len(prompt) >= context:
         raise APIError(f"This model's maximum context length is {context} tokens; the prompt has {len(prompt)} "
                        "tokens, which leaves no room for a completion.",
@@ -70,15 +72,23 @@ def _prepare(state: ServerState, kind: str, body: dict) -> tuple[protocol.Reques
     return request, job, events
 
 
-async def _next_event(events: asyncio.Queue, http: HTTPRequest, job: Job) -> Event | None:
-    """The next event, or None once the client has disconnected (the job is then cancelled)."""
+async def _next_event(events: asyncio.Queue, http: HTTPRequest, job: Job, poll: dict) -> Event | None:
+    """The next event, or None once the client has disconnected (the job is then cancelled).
+
+    The connection is checked every DISCONNECT_POLL_S, also while events keep coming (`poll` holds the time
+    of the last check).
+    """
     while True:
-        try:
-            return await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
-        except asyncio.TimeoutError:
+        now = time.monotonic()
+        if now - poll.setdefault("at", now) >= DISCONNECT_POLL_S:
+            poll["at"] = now
             if await http.is_disconnected():
                 job.cancelled.set()
                 return None
+        try:
+            return await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
+        except asyncio.TimeoutError:
+            continue
 
 
 def _endpoint(kind: str):
@@ -93,8 +103,9 @@ def _endpoint(kind: str):
         if request.stream:
             return StreamingResponse(_stream(events, http, job, builder), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
+        poll: dict = {}
         while True:
-            event = await _next_event(events, http, job)
+            event = await _next_event(events, http, job, poll)
             if event is None:
                 return JSONResponse({}, status_code=499)
             if event.kind == "error":
@@ -108,12 +119,12 @@ def _endpoint(kind: str):
 
 async def _stream(events: asyncio.Queue, http: HTTPRequest, job: Job, builder: ResponseBuilder):
     """Server-sent events: `data: {chunk}` per piece of text, then the usage chunk if asked, then [DONE]."""
-    finished = False
+    finished, poll = False, {}
     try:
         for chunk in builder.opening():
             yield f"data: {json.dumps(chunk)}\n\n"
         while True:
-            event = await _next_event(events, http, job)
+            event = await _next_event(events, http, job, poll)
             if event is None:
                 return
             if event.kind == "error":

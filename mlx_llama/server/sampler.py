@@ -45,9 +45,20 @@ class Pick:
     logprob: mx.array | None = None
     top_ids: mx.array | None = None
     top_logprobs: mx.array | None = None
+    index: int = 0  # the row's entry in `token` (one array serves a whole batched greedy group)
 
     def arrays(self) -> list[mx.array]:
         return [a for a in (self.token, self.logprob, self.top_ids, self.top_logprobs) if a is not None]
+
+
+def pick_greedy_rows(samplers: list[RowSampler], logits: mx.array) -> list[Pick]:
+    """One batched argmax for plain greedy rows (logits [len(samplers), V]); the same choice as `pick`."""
+    logits = logits.astype(mx.float32)
+    if any(s.bias is not None for s in samplers):
+        zeros = mx.zeros((1, logits.shape[-1]), dtype=mx.float32)
+        logits = logits + mx.concatenate([zeros if s.bias is None else s.bias for s in samplers], axis=0)
+    tokens = mx.argmax(logits, axis=-1).astype(mx.int32)
+    return [Pick(tokens, index=i) for i in range(len(samplers))]
 
 
 class RowSampler:
@@ -73,6 +84,13 @@ class RowSampler:
             self.bias = mx.array(bias)
         self.recognizer = options.recognizer
         self.json_state = self.recognizer.start() if self.recognizer is not None else None
+
+    @property
+    def plain_greedy(self) -> bool:
+        """Argmax of logits (+ logit_bias) alone: such rows are chosen together, in one batched op."""
+        o = self.options
+        return (not self.chooser.params.do_sample and self.seen is None and self.counts is None
+                and self.recognizer is None and o.logprobs is None)
 
     def _process(self, logits: mx.array) -> mx.array:
         logits = logits.astype(mx.float32)

@@ -20,7 +20,7 @@ import mlx.core as mx
 
 from .batch_cache import BatchCache, BatchLayerCache, row_kv
 from .prompt_cache import PromptCache
-from .sampler import Pick, RowSampler, SamplingOptions
+from .sampler import Pick, RowSampler, SamplingOptions, pick_greedy_rows
 from .stop_text import StopText
 from .token_text import token_texts
 
@@ -231,7 +231,15 @@ class Scheduler:
         logits = out.logits[:, -1, :]
         for r in rows:
             r.fed.append(r.next_token)
-        self._apply([(r, r.sampler.pick(logits[i : i + 1], self._remaining(r))) for i, r in enumerate(rows)])
+        plain = [i for i, r in enumerate(rows) if r.sampler.plain_greedy]
+        picks: dict[int, Pick] = {}
+        if len(plain) > 1:
+            group = logits if len(plain) == len(rows) else logits[mx.array(plain, dtype=mx.int32)]
+            picks = dict(zip(plain, pick_greedy_rows([rows[i].sampler for i in plain], group)))
+        for i, r in enumerate(rows):
+            if i not in picks:
+                picks[i] = r.sampler.pick(logits[i : i + 1], self._remaining(r))
+        self._apply([(r, picks[i]) for i, r in enumerate(rows)])
 
     def _remaining(self, row: _Row) -> int:
         """Tokens the row may still produce, the one being chosen included."""
@@ -239,9 +247,13 @@ class Scheduler:
 
     def _apply(self, picks: list[tuple[_Row, Pick]]) -> None:
         """Evaluate a step's picks, stream their text, and retire the rows that finished."""
-        mx.eval([a for _, pick in picks for a in pick.arrays()])
+        arrays = {id(a): a for _, pick in picks for a in pick.arrays()}
+        mx.eval(list(arrays.values()))
+        host = {}
         for row, pick in picks:
-            token = pick.token.item()
+            if id(pick.token) not in host:
+                host[id(pick.token)] = pick.token.tolist()
+            token = host[id(pick.token)][pick.index]
             row.sampler.accept(token)
             self._emit_token(row, token, pick)
         done = [i for i, r in enumerate(self.rows) if r.finish_reason is not None]
