@@ -16,7 +16,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from support.checkpoints import write_checkpoint  # noqa: E402
@@ -30,7 +30,7 @@ from mlx_llama.parallel import ParallelPlan, parameter_bytes, pipeline_plan, ten
 WORKER = Path(__file__).parent / "support" / "parallel_worker.py"
 MODES = ("tensor", "pipeline")
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=4)
-CHECKPOINTS = ("gqa", "mha", "gqa4", "mha4", "open")
+CHECKPOINTS = ("gqa", "mha", "gqa4", "mha4", "open", "bias")
 
 
 def open_llama_checkpoint(directory: Path, tokenizer_from: Path) -> None:
@@ -57,6 +57,12 @@ def checkpoints(tmp_path_factory):
         mlx_llama.convert(dirs[name], dirs[name + "4"], dtype="float32", quantize=True, q_bits=4, q_group_size=32,
                           quiet=True)
     open_llama_checkpoint(dirs["open"], dirs["gqa"])
+    biased = write_checkpoint(dirs["bias"], seed=2, num_key_value_heads=2, attention_bias=True, mlp_bias=True, **SHAPE)
+    with torch.no_grad():  # Transformers initialises biases to zero: make them count
+        for name, param in biased.named_parameters():
+            if name.endswith(".bias"):
+                param.normal_(0.0, 0.5)
+    biased.save_pretrained(dirs["bias"], safe_serialization=True)
     return dirs
 
 
