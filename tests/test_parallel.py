@@ -6,9 +6,7 @@ products in another order). Rank start-up dominates, so one launch runs every ch
 """
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +19,7 @@ pytest.importorskip("transformers")
 
 from support.checkpoints import write_checkpoint  # noqa: E402
 from support.parallel_worker import run_checks  # noqa: E402
-from support.ranks import SHARED_CORES, describe, free_ports, run_ranks  # noqa: E402
+from support.ranks import describe, free_ports, run_launcher, run_ranks  # noqa: E402
 
 import mlx_llama  # noqa: E402
 from mlx_llama.errors import ConfigError  # noqa: E402
@@ -184,10 +182,9 @@ def test_cli_generate_under_mlx_launch_prints_once(checkpoints, capsys, monkeypa
     cmd = ["mlx.launch", "-n", "2", "--backend", "ring", "--starting-port", str(port), "--",
            sys.executable, "-m", "mlx_llama", *argv, "--parallel", "tensor"]
     # mlx.launch exits 0 even when a rank failed: its "[WARN] Node with rank R exited" line says so.
-    done = subprocess.run(cmd, input="", capture_output=True, text=True, timeout=90,
-                          env={**os.environ, **SHARED_CORES})
-    assert "exited with code" not in done.stdout + done.stderr, done.stdout + done.stderr
-    assert done.stdout == expected
+    out, err = run_launcher(cmd, timeout=90)
+    assert "exited with code" not in out + err, out + err
+    assert out == expected
 
 
 @pytest.mark.subprocess

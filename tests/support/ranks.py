@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -85,3 +86,16 @@ def wait_all(procs: list[subprocess.Popen], timeout: float, stop_on_failure: boo
 def describe(results: list[RankResult]) -> str:
     return "\n".join(f"rank {r.rank} exit {r.returncode}\nstdout: {r.stdout[-2000:]}\nstderr: {r.stderr[-3000:]}"
                      for r in results)
+
+
+def run_launcher(cmd: list[str], timeout: float) -> tuple[str, str]:
+    """Run a launcher (mlx.launch) in its own process group with a stdin pipe; (stdout, stderr). At the deadline
+    the whole group goes, ranks included, so nothing outlives the test."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **SHARED_CORES}, start_new_session=True)
+    try:
+        return proc.communicate("", timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
