@@ -2,7 +2,11 @@
 
 import sys
 
-from mlx_llama.convert import main
-
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        from mlx_llama.convert import main
+
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before the converter started: nothing was written
+        print("\nerror: interrupted; nothing was written", file=sys.stderr)
+        sys.exit(130)

@@ -30,7 +30,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "demo-4bit"
-        mlx_llama.convert(args.model, out, quantize=True, q_bits=4, q_group_size=64, quiet=True)
+        mlx_llama.convert_checkpoint(args.model, out, quantize=True, q_bits=4, q_group_size=64, quiet=True)
         print(f"wrote {out}: {sorted(f.name for f in out.iterdir())}")
         if Path(args.model).is_dir():
             print(f"weights: {size_mb(Path(args.model)):.1f} MB -> {size_mb(out):.1f} MB")

@@ -15,7 +15,7 @@ from .auto import (  # noqa: E402
 )
 from .cache import KVCache, make_cache  # noqa: E402
 from .config import LlamaConfig  # noqa: E402
-from .convert import convert  # noqa: E402  (the function; the module stays importable as mlx_llama.convert)
+from .convert import convert as convert_checkpoint  # noqa: E402  (mlx_llama.convert stays the module)
 from .errors import CheckpointError, ConfigError, ConversionError, MlxLlamaError, TokenizerError  # noqa: E402
 from .generation import GenerationConfig, GenerationResponse, generate, stream_generate  # noqa: E402
 from .generation.streamers import TextIteratorStreamer, TextStreamer  # noqa: E402
@@ -32,15 +32,15 @@ from .modeling import (  # noqa: E402
     OpenLlamaModel,
 )
 from .open_llama_config import OpenLlamaConfig  # noqa: E402
+from .perplexity import perplexity  # noqa: E402  (the function; the module stays importable)
 from .pipelines import pipeline  # noqa: E402
+from .server import serve  # noqa: E402
 from .tokenizer import (  # noqa: E402
     LlamaTokenizer,
     LlamaTokenizerFast,
     PreTrainedTokenizerFast,
     StreamingDetokenizer,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AttentionMaskVisualizer",
@@ -77,9 +77,20 @@ __all__ = [
     "OpenLlamaModel",
     "StreamingDetokenizer",
     "TokenizerError",
-    "convert",
+    "convert_checkpoint",
     "generate",
     "load",
     "make_cache",
+    "perplexity",
+    "serve",
     "stream_generate",
 ]
+
+
+def __getattr__(name: str):
+    """`__version__` is read on first use (importlib.metadata costs import time)."""
+    if name == "__version__":
+        from ._version import version
+
+        return version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

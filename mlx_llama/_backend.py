@@ -3,8 +3,9 @@
 Why: the mlx[cpu] wheel bundles a reference (netlib) BLAS, so float32 matmuls run 10-40x slower than they
 could. libmlx.so binds `cblas_sgemm` (and LAPACK) when it is loaded; a BLAS loaded with RTLD_GLOBAL *before*
 that wins the symbol lookup. Loading an unknown library can kill the process (an AVX-512-only build on an
-older CPU, a missing threading layer), so each candidate is first tried in a short subprocess and the
-verdict is cached on disk, keyed by library path + mtime + MLX build.
+older CPU), so each candidate is first tried in a short subprocess (`python -m mlx_llama._blas_probe`) and the
+verdict is cached in the user's cache dir, keyed by library path + mtime + MLX build. Nothing else is written.
+Measured trade-offs (which branches earn their lines) are in benchmarks/RESULTS.md.
 
 Environment: MLX_LLAMA_BLAS=0 turns this off; MLX_LLAMA_BLAS=/path/to/lib.so tries that library only.
 This module imports nothing heavy at import time: it must run before anything imports mlx.core.
@@ -15,9 +16,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import platform
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,25 +26,6 @@ _PROBE_TIMEOUT_S = 60
 _USER_SETTINGS = ("OPENBLAS_CORETYPE", "MKL_THREADING_LAYER")  # user overrides a verdict depends on
 # Library names worth trying, best first. Only builds that export unprefixed CBLAS symbols are useful to MLX.
 _NAMES = ("libopenblas.so.0", "libopenblasp.so.0", "libopenblaso.so.0", "libmkl_rt.so.3", "libmkl_rt.so.2")
-# OpenBLAS cores that a DYNAMIC_ARCH build falls back to when it does not recognise a (newer) CPU.
-_FALLBACK_CORES = {"prescott", "katmai", "coppermine", "northwood", "banias", "core2", "penryn", "dunnington",
-                   "nehalem", "atom", "unknown"}
-_AVX512 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
-# CPU features a single-target (not DYNAMIC_ARCH) OpenBLAS build needs, by the target named in its config.
-_CORE_NEEDS = {
-    "skylakex": _AVX512,
-    "cooperlake": _AVX512 | {"avx512_bf16"},
-    "sapphirerapids": _AVX512 | {"avx512_bf16", "avx512_fp16"},
-    "haswell": {"avx2", "fma"},
-    "zen": {"avx2", "fma"},
-    "sandybridge": {"avx"},
-}
-# Probe matmul shapes (m, k, n, transpose a): odd sizes, a blocked size and a transposed operand.
-_PROBE_SHAPES = ((3, 5, 7, False), (64, 48, 80, True), (256, 256, 256, False))
-_PROBE_CMD = (
-    "import importlib.util as u, sys; s = u.spec_from_file_location('_mlx_llama_blas_probe', sys.argv[1]); "
-    "m = u.module_from_spec(s); s.loader.exec_module(m); m._probe_main(sys.argv[2])"
-)
 _HINT_NONE = (
     "mlx_llama: MLX is using its slow reference BLAS. For fast float32 matmuls install OpenBLAS "
     f"(Debian/Ubuntu: sudo apt-get install libopenblas0-pthread) or set {ENV_VAR}=/path/to/libopenblas.so.0; "
@@ -95,8 +74,6 @@ def _setup() -> str | None:
     for path in candidates:
         verdict = cache.verdict(path)
         if verdict["ok"]:
-            for key, value in verdict.get("env", {}).items():
-                os.environ.setdefault(key, value)
             ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
             return str(path)
         rejected.append(f"{path} ({verdict['reason']})")
@@ -165,7 +142,7 @@ def search_dirs() -> list[Path]:
     """Where optimized BLAS libraries live: LD_LIBRARY_PATH, this environment's lib (`mkl`), the system."""
     import site
 
-    machine = platform.machine()
+    machine = os.uname().machine
     dirs = [Path(p) for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
     dirs += [Path(sys.prefix) / "lib", Path(site.getuserbase()) / "lib"]
     if os.environ.get("CONDA_PREFIX"):
@@ -218,7 +195,7 @@ class _Cache:
         key = f"{os.path.realpath(lib)}|{stat.st_mtime_ns}|{stat.st_size}|mlx {mlx_build()}|{user_env}"
         if key in self.verdicts:
             return self.verdicts[key]
-        verdict = evaluate(lib)
+        verdict = probe(lib)
         if not verdict.pop("transient", False):  # a probe that could not even start says nothing about `lib`
             self.verdicts[key] = verdict
             self._save()
@@ -241,34 +218,17 @@ class _Cache:
             pass  # a read-only home only costs a re-probe next time
 
 
-def evaluate(lib: Path) -> dict:
-    """Probe `lib` (and settings it may need) in subprocesses; the first working variant is the verdict."""
-    is_mkl = "mkl" in lib.name
-    variants: list[dict] = [{}]
-    if is_mkl and "MKL_THREADING_LAYER" not in os.environ:
-        # MKL's default Intel threading layer needs libiomp5 (the intel-openmp wheel); GNU needs libgomp.
-        variants += [{"MKL_THREADING_LAYER": "GNU"}, {"MKL_THREADING_LAYER": "SEQUENTIAL"}]
-    verdict: dict = {}
-    for env in variants:
-        verdict = probe(lib, env)
-        if verdict["ok"]:
-            break
-    if not verdict["ok"] or "OPENBLAS_CORETYPE" in os.environ:
-        return verdict
-    better = better_core(verdict.get("corename", ""), verdict.get("config", ""), cpu_flags())
-    if better:  # a DYNAMIC_ARCH OpenBLAS older than the CPU runs generic SSE kernels: ask for the right ones
-        upgraded = probe(lib, {**verdict.get("env", {}), "OPENBLAS_CORETYPE": better})
-        if upgraded["ok"] and upgraded.get("corename", "").lower() != verdict["corename"].lower():
-            return upgraded
-    return verdict
+def probe(lib: Path) -> dict:
+    """`python -m mlx_llama._blas_probe` with `lib` preloaded; a crash or a hang is a 'no'."""
+    import signal
+    import subprocess  # only when probing: most imports find a cached verdict
 
-
-def probe(lib: Path, env: dict[str, str]) -> dict:
-    """Run `_probe_main(lib)` in a fresh interpreter with `env` added; a crash or a hang is a 'no'."""
-    full_env = {**os.environ, **env, ENV_VAR: "0"}
-    cmd = [sys.executable, "-c", _PROBE_CMD, str(Path(__file__).resolve()), str(lib)]
+    package_root = str(Path(__file__).resolve().parents[1])  # the child must import this very mlx_llama
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, ENV_VAR: "0", "LD_PRELOAD": str(lib), "PYTHONPATH": path}
+    cmd = [sys.executable, "-m", "mlx_llama._blas_probe", str(lib)]
     try:
-        proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return {"ok": False, "reason": f"probe hung for {_PROBE_TIMEOUT_S} s"}
     except OSError as exc:
@@ -281,89 +241,6 @@ def probe(lib: Path, env: dict[str, str]) -> dict:
         err = proc.stderr.strip().splitlines()
         return {"ok": False, "reason": f"probe process died ({how}){': ' + err[-1][:200] if err else ''}"}
     try:
-        verdict = json.loads(lines[-1])
+        return json.loads(lines[-1])
     except ValueError:
         return {"ok": False, "reason": f"probe printed no verdict: {lines[-1][:200]}"}
-    if verdict.get("ok") and env:
-        verdict["env"] = env
-    return verdict
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty if unreadable)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def isa_problem(config: str, flags: set[str]) -> str | None:
-    """Why a single-target OpenBLAS build (its config string) cannot run on a CPU with `flags`, or None."""
-    words = config.lower().split()
-    if "dynamic_arch" in words:
-        return None
-    for word in words:
-        missing = _CORE_NEEDS.get(word, set()) - flags
-        if missing:
-            return f"built for {word.upper()} only; this CPU lacks {', '.join(sorted(missing))}"
-    return None
-
-
-def better_core(corename: str, config: str, flags: set[str]) -> str | None:
-    """An OPENBLAS_CORETYPE for a DYNAMIC_ARCH build that fell back to a generic core on a newer CPU."""
-    if "dynamic_arch" not in config.lower().split() or corename.lower() not in _FALLBACK_CORES:
-        return None
-    if _AVX512 <= flags:
-        return "SkylakeX"
-    if {"avx2", "fma"} <= flags:
-        return "Haswell"
-    return "Sandybridge" if "avx" in flags else None
-
-
-def _openblas_info(lib: ctypes.CDLL) -> tuple[str, str]:
-    """(config, corename) of an OpenBLAS build; empty strings for other libraries."""
-    out = []
-    for name in ("openblas_get_config", "openblas_get_corename"):
-        func = getattr(lib, name, None)
-        if func is None:
-            out.append("")
-            continue
-        func.restype = ctypes.c_char_p
-        out.append((func() or b"").decode(errors="replace").strip())
-    return out[0], out[1]
-
-
-def _probe_main(path: str) -> None:
-    """Subprocess side of `probe`: load `path` globally, check MLX's matmuls against numpy, print JSON."""
-
-    def report(ok: bool, reason: str = "", **extra: str) -> None:
-        print(json.dumps({"ok": ok, "reason": reason, **extra}))
-
-    try:
-        lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-    except OSError as exc:
-        return report(False, f"cannot load: {exc}")
-    if not hasattr(lib, "cblas_sgemm"):
-        return report(False, "exports no cblas_sgemm (prefixed symbols or not a CBLAS library)")
-    config, corename = _openblas_info(lib)
-    problem = isa_problem(config, cpu_flags())
-    if problem:
-        return report(False, problem, config=config)
-    import mlx.core as mx
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    for m, k, n, trans in _PROBE_SHAPES:
-        a = rng.standard_normal((k, m) if trans else (m, k)).astype(np.float32)
-        b = rng.standard_normal((k, n)).astype(np.float32)
-        a_mx = mx.array(a)
-        got = np.array(mx.matmul(a_mx.T if trans else a_mx, mx.array(b)))
-        want = (a.T if trans else a).astype(np.float64) @ b.astype(np.float64)
-        err = float(np.abs(got - want).max() / np.sqrt(k))
-        if not np.isfinite(err) or err > 1e-4:
-            return report(False, f"wrong matmul for {m}x{k}x{n}: scaled error {err:.3g}", config=config)
-    report(True, config=config, corename=corename)

@@ -1,4 +1,4 @@
-"""`mlx-llama generate | chat | convert`: the command line.
+"""`mlx-llama generate | chat | serve | convert`: the command line.
 
 Generated text goes to stdout; notices, progress and statistics go to stderr, so output can be piped.
 Errors a user can cause (bad arguments, a missing model) are one line on stderr and exit status 2.
@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import cli_decoding
 from .errors import MlxLlamaError
 
 DEMO_NOTICE = (
@@ -61,15 +62,23 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_model_args(gen)
     gen.add_argument("--prompt", required=True, help="the prompt text, or - to read it from stdin")
     gen.add_argument("--no-chat-template", action="store_true", help="use the prompt as raw text")
+    cli_decoding.add_decoding_args(gen)
+    cli_decoding.add_parsers(sub, _add_model_args)
 
     chat = sub.add_parser("chat", help="multi-turn chat on stdin/stdout (the KV cache is kept between turns)")
     _add_model_args(chat)
 
+    from .server.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     conv = sub.add_parser("convert", help="convert a checkpoint (Meta, Transformers) to an MLX directory")
     if argv and argv[0] == "convert":
-        from .convert import add_arguments  # (mlx_llama.convert is the function; import from the module)
+        from .convert import add_arguments
 
         add_arguments(conv)
+    from .lora.cli import add_parsers as add_lora_parsers
+
+    add_lora_parsers(sub)
     return parser
 
 
@@ -173,7 +182,7 @@ def _stream(model, tokenizer, prompt, args: argparse.Namespace, cache=None, stop
     from .generation.api import _encode_prompt, _vocab_size, check_prompt_length, stream_generate
 
     _generation_defaults(args, model)
-    kwargs = _sampling(args)
+    kwargs = {**_sampling(args), **cli_decoding.decoding_kwargs(args)}
     if stop is not None:
         kwargs["stop"] = stop
     prompt = _encode_prompt(tokenizer, prompt, _vocab_size(model))
@@ -182,16 +191,19 @@ def _stream(model, tokenizer, prompt, args: argparse.Namespace, cache=None, stop
         raise MlxLlamaError(f"{too_long}; pass --allow-long-prompt to run it anyway")
     if too_long and not args.quiet:
         print(f"warning: {too_long}", file=sys.stderr)
-    parts, ids, last = [], [], None
+    parts, ids, last, drafted = [], [], None, []
     with warnings.catch_warnings():
         if too_long:  # allowed with --allow-long-prompt: no second notice from the API
             warnings.simplefilter("ignore")
         for last in stream_generate(model, tokenizer, prompt, args.max_tokens, cache=cache, **kwargs):
             ids.append(last.token)
+            drafted.append(last.from_draft)
             if last.text:
                 print(last.text, end="", flush=True)
                 parts.append(last.text)
     print(flush=True)
+    if kwargs.keys() & {"draft_model", "prompt_lookup"} and not args.quiet:
+        print(cli_decoding.draft_summary(drafted), file=sys.stderr)
     return "".join(parts), ids, last
 
 
@@ -204,15 +216,19 @@ def _print_stats(last, args: argparse.Namespace) -> None:
 
 def run_generate(args: argparse.Namespace) -> None:
     _check_args(args)
-    text = _decode_stdin(_stdin().read(), "stdin") if args.prompt == "-" and not args.parallel else args.prompt
     if args.parallel and args.prompt == "-":
         from .parallel import broadcast_text, is_main_rank
 
         text = broadcast_text(_decode_stdin(_stdin().read(), "stdin") if is_main_rank() else None)
+    else:
+        text = _decode_stdin(_stdin().read(), "stdin") if args.prompt == "-" else args.prompt
     if not text.strip():
         raise MlxLlamaError("the prompt is empty" + (" (nothing on stdin)" if args.prompt == "-" else ""))
     model, tokenizer = _load(args)
-    if _has_chat_format(tokenizer) and not args.no_chat_template:
+    cache, _ = cli_decoding.prepare(args, model)
+    if cache is not None:  # the text continues the cached prompt: no BOS, no chat template
+        prompt = list(tokenizer.encode(text, add_special_tokens=False))
+    elif _has_chat_format(tokenizer) and not args.no_chat_template:
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
             {"role": "user", "content": text}
         ]
@@ -221,7 +237,7 @@ def run_generate(args: argparse.Namespace) -> None:
         if args.system:
             text = f"{args.system}\n\n{text}"
         prompt = text
-    _, _, last = _stream(model, tokenizer, prompt, args)
+    _, _, last = _stream(model, tokenizer, prompt, args, cache=cache)
     _print_stats(last, args)
 
 
@@ -325,7 +341,22 @@ def run_convert(args: argparse.Namespace) -> None:
     run(args)
 
 
-COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert}
+def run_serve(args: argparse.Namespace) -> None:
+    from .server.cli import run
+
+    run(args)
+
+
+def run_lora(args: argparse.Namespace) -> None:
+    from .lora.cli import run_fuse, run_lora
+
+    (run_lora if args.command == "lora" else run_fuse)(args)
+
+
+COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert, "lora": run_lora, "fuse": run_lora,
+            "serve": run_serve,
+            "cache-prompt": lambda a: cli_decoding.run_cache_prompt(a, _load),
+            "perplexity": lambda a: cli_decoding.run_perplexity(a, _load)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -243,8 +243,14 @@ class LlamaConfig:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **overrides: Any) -> LlamaConfig:
-        """Read `config.json` from a directory (or the file itself)."""
-        return cls.from_dict(read_config_json(path), **overrides)
+        """Read `config.json` from a directory (or the file itself); errors name the file."""
+        try:
+            return cls.from_dict(read_config_json(path), **overrides)
+        except ConfigError as exc:
+            file = Path(path) / CONFIG_NAME if Path(path).is_dir() else Path(path)
+            if str(exc).startswith(str(file)):
+                raise
+            raise ConfigError(f"{file}: {exc}") from None
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write `config.json` into the directory (created if needed)."""

@@ -132,6 +132,8 @@ def _plan(specs: list[TensorSpec], dtype: str, quantize: tuple[int, int] | None,
             ]
             jobs.append(_Job(spec.name, "quantize", out, entries, group, bits))
         else:
+            if spec.dtype not in FLOATS:
+                raise ConversionError(f"{spec.name}: dtype {spec.dtype}, but model weights are floating point")
             kind = "cast" if out != spec.dtype else "copy"
             jobs.append(_Job(spec.name, kind, out, [Entry(spec.name, spec.shape, out)]))
     return jobs
@@ -164,7 +166,9 @@ def _check_finite(wide: np.ndarray, name: str) -> None:
         )
 
 
-def _cast(raw: np.ndarray, src: str, target: str, name: str, allow_nonfinite: bool = False) -> np.ndarray | mx.array:
+def _cast_chunk(
+    raw: np.ndarray, src: str, target: str, name: str, allow_nonfinite: bool = False
+) -> np.ndarray | mx.array:
     """Cast a raw chunk with round-to-nearest-even, as torch does; NaN/Inf and float16 overflow are errors.
 
     numpy does the float16/float32 casts (several times faster than MLX's CPU kernels on half types).
@@ -196,10 +200,10 @@ def _outputs(job: _Job, chunk: np.ndarray, extras: list[np.ndarray], src_dtypes:
         w = mx.dequantize(_to_mx(chunk, src_dtype), scales, biases, job.group_size, job.bits)
         return [w.astype(BY_NAME[job.dtype].mx)]
     if job.kind == "quantize":
-        w = _cast(chunk, src_dtype, job.dtype, job.source, allow_nonfinite)
+        w = _cast_chunk(chunk, src_dtype, job.dtype, job.source, allow_nonfinite)
         return list(mx.quantize(mx.array(w) if isinstance(w, np.ndarray) else w, job.group_size, job.bits))
     if job.kind == "cast":
-        return [_cast(chunk, src_dtype, job.dtype, job.source, allow_nonfinite)]
+        return [_cast_chunk(chunk, src_dtype, job.dtype, job.source, allow_nonfinite)]
     if src_dtype in FLOATS and not allow_nonfinite:
         _check_finite(_widen(chunk, src_dtype), job.source)
     return [chunk]
@@ -239,7 +243,7 @@ def _output_config(src: Source, options: _Options) -> dict:
     if "quantization_config" in config and not options.dequantize:
         qc = config["quantization_config"]
         method = qc.get("quant_method", "unknown") if isinstance(qc, dict) else "unknown"
-        raise ConversionError(f"{path}: {shorten(method)}-quantized checkpoints are not supported")
+        raise ConversionError(f"{path}: {str(method)[:40]}-quantized checkpoints are not supported")
     config.pop("quantization", None)
     config.pop("quantization_config", None)
     config["torch_dtype"] = config["dtype"] = options.dtype

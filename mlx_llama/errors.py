@@ -28,5 +28,8 @@ class InputError(ConfigError):
 
 def shorten(value: object, limit: int = 80) -> str:
     """repr(value), cut to `limit` characters, so that a hostile file's value is never echoed at length."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<a {type(value).__name__} nested too deeply to print>"
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

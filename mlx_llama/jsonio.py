@@ -8,11 +8,15 @@ from typing import Any
 
 from .errors import CheckpointError, MlxLlamaError, shorten
 
+MAX_JSON_BYTES = 64 << 20  # config, index, params and tokenizer configs are kilobytes; this bounds a hostile one
+
 
 def read_json_object(path: str | Path, error: type[MlxLlamaError] = CheckpointError, hint: str = "") -> dict[str, Any]:
     """A JSON object from `path`; a missing file, bad JSON or a non-object raises `error` naming the file."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise error(f"{path}: {path.stat().st_size} bytes, more than the {MAX_JSON_BYTES} a settings file may have")
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{path}: missing{'; ' + hint if hint else ''}") from None

@@ -6,7 +6,6 @@ causal-LM class. Names map to classes through a table, never through reflection 
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -15,19 +14,30 @@ import mlx.core as mx
 
 from .config import read_config_json
 from .errors import CheckpointError, ConfigError, shorten
+from .modeling.heads import (
+    LlamaForCausalLM,
+    LlamaForQuestionAnswering,
+    LlamaForSequenceClassification,
+    LlamaForTokenClassification,
+)
+from .modeling.llama import LlamaModel
+from .modeling.open_llama import OpenLlamaForCausalLM, OpenLlamaForSequenceClassification, OpenLlamaModel
 
 DEMO_MODEL = Path(__file__).parent / "assets" / "demo"  # the small demo checkpoint shipped in the package
 
-# architecture name -> (module, class).
-ARCHITECTURES: dict[str, tuple[str, str]] = {
-    "LlamaForCausalLM": ("mlx_llama.modeling.heads", "LlamaForCausalLM"),
-    "LlamaForSequenceClassification": ("mlx_llama.modeling.heads", "LlamaForSequenceClassification"),
-    "LlamaForQuestionAnswering": ("mlx_llama.modeling.heads", "LlamaForQuestionAnswering"),
-    "LlamaForTokenClassification": ("mlx_llama.modeling.heads", "LlamaForTokenClassification"),
-    "LlamaModel": ("mlx_llama.modeling.llama", "LlamaModel"),
-    "OpenLlamaForCausalLM": ("mlx_llama.modeling.open_llama", "OpenLlamaForCausalLM"),
-    "OpenLlamaForSequenceClassification": ("mlx_llama.modeling.open_llama", "OpenLlamaForSequenceClassification"),
-    "OpenLlamaModel": ("mlx_llama.modeling.open_llama", "OpenLlamaModel"),
+# architecture name (config.json's `architectures`) -> class.
+ARCHITECTURES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        LlamaForCausalLM,
+        LlamaForSequenceClassification,
+        LlamaForQuestionAnswering,
+        LlamaForTokenClassification,
+        LlamaModel,
+        OpenLlamaForCausalLM,
+        OpenLlamaForSequenceClassification,
+        OpenLlamaModel,
+    )
 }
 
 # model_type -> the architecture used when `architectures` is missing or names nothing known.
@@ -74,8 +84,7 @@ def model_class(config: dict[str, Any], where: str = "config.json"):
                 f"{where}: model_type {model_type!r} is not supported; known: {', '.join(MODEL_TYPES)}"
             )
         chosen = MODEL_TYPES[model_type]
-    module, cls = ARCHITECTURES[chosen]
-    return getattr(importlib.import_module(module), cls)
+    return ARCHITECTURES[chosen]
 
 
 def load_model(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None, parallel: str | None = None):
@@ -96,15 +105,25 @@ def load_tokenizer(path_or_repo_id: str | os.PathLike):
     return AutoTokenizer.from_pretrained(resolve_model_path(path_or_repo_id))
 
 
-def load(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None, parallel: str | None = None):
+def load(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None, parallel: str | None = None,
+         adapter_path: str | os.PathLike | None = None):
     """Load `(model, tokenizer)` from a converted or Transformers directory, or a Hub id.
 
     `dtype=None` lets the model pick its load-time layout (see `from_pretrained`); pass e.g. "float16"
     to override it. Inside an `mx.distributed` group, `parallel="tensor"` or `"pipeline"` loads only this
-    rank's part of the weights (see `mlx_llama.parallel`).
+    rank's part of the weights (see `mlx_llama.parallel`). `adapter_path`: a PEFT LoRA adapter directory
+    applied on top (its task type picks the head).
     """
     path = resolve_model_path(path_or_repo_id)
-    model, tokenizer = load_model(path, dtype=dtype, parallel=parallel), load_tokenizer(path)
+    if adapter_path is not None and parallel is not None:
+        raise ConfigError("adapter_path with parallel is not supported: fuse the adapter first (mlx-llama fuse)")
+    if adapter_path is not None:
+        from .lora.adapter_io import load_with_adapter
+
+        model = load_with_adapter(path, adapter_path, dtype)
+    else:
+        model = load_model(path, dtype=dtype, parallel=parallel)
+    tokenizer = load_tokenizer(path)
     check_vocab_fits(model, tokenizer, path)
     return model, tokenizer
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import LlamaConfig
-from .errors import ConfigError
+from .errors import ConfigError, shorten
 
 # LlamaConfig fields Open-Llama does not have -> the value that means "not used".
 _LLAMA_ONLY: dict[str, Any] = {
@@ -53,6 +53,9 @@ class OpenLlamaConfig(LlamaConfig):
 
     def validate(self) -> None:
         super().validate()
+        for name in ("use_memory_efficient_attention", "use_stable_embedding", "shared_input_output_embedding"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config field `{name}` must be true or false, got {shorten(getattr(self, name))}")
         for name in ("hidden_dropout_prob", "attention_dropout_prob"):
             p = getattr(self, name)
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:

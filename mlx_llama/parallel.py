@@ -32,7 +32,7 @@ from .dtypes import dtype_name
 from .errors import CheckpointError, ConfigError
 from .generation.config import GenerationConfig
 from .modeling.load_options import auto_dtype, requested_dtype
-from .modeling.pretrained import _cast, is_cpu_backend
+from .modeling.pretrained import _to_compute_dtype, is_cpu_backend
 from .modeling.quantized import quantize_model
 
 MODES = ("tensor", "pipeline")
@@ -369,7 +369,7 @@ def load_parallel(cls: type, path: str | Path, mode: str, dtype: Any = None,
     weights = _read_local(model, reader, names, plan, str(path))
     plan.bytes_read = reader.bytes_read
     target = model._compute_dtype(weights, auto_dtype(config, weights) if requested == "auto" else requested)
-    model.load_checked({k: _cast(k, v, target) for k, v in weights.items()}, str(path))
+    model.load_checked({k: _to_compute_dtype(k, v, target) for k, v in weights.items()}, str(path))
     mx.eval(model.parameters())
     model.config = config  # the full model's config, as the user expects (layers read theirs at build time)
     model.base_model.config = config

@@ -2,9 +2,10 @@
 
 Outputs have Transformers' shapes and keys: text-generation gives `[{"generated_text": ...}]` per prompt
 (prompt included unless `return_full_text=False`; a chat gets the assistant message appended),
-text-classification `{"label", "score"}`, token-classification one dict per labelled token (no
-aggregation), question-answering `{"score", "start", "end", "answer"}`. Inputs are processed one at a
-time, as Transformers does without `batch_size`; text generation with `batch_size` pads on the left.
+text-classification `{"label", "score"}`, token-classification one dict per labelled token (or per group
+with aggregation_strategy="simple"), question-answering `{"score", "start", "end", "answer"}`. Inputs are
+processed one at a time, as Transformers does without `batch_size`; text generation with `batch_size` pads on
+the left.
 Text generation uses the pipeline defaults of Transformers 4.57 (sampling, temperature 0.7, 256 new
 tokens) unless the call or the model's generation config say otherwise.
 """
@@ -180,22 +181,56 @@ class TokenClassificationPipeline(Pipeline):
 
     def run_one(self, text: str, ignore_labels: list[str] | None = None,
                 aggregation_strategy: str | None = None) -> list[dict[str, Any]]:
-        if aggregation_strategy not in (None, "none"):
-            raise ConfigError("token-classification aggregation needs character offsets (a fast tokenizer); only "
-                              "aggregation_strategy='none' is available")
+        strategy = (aggregation_strategy or "none").lower()
+        if strategy not in ("none", "simple"):
+            raise ConfigError(f"aggregation_strategy={aggregation_strategy!r} is not available; use 'none' or "
+                              "'simple' (word-level strategies need word boundaries)")
         ignore = ["O"] if ignore_labels is None else ignore_labels
-        ids = list(self.tokenizer(text)["input_ids"])
-        special = self.tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+        ids, offsets = self._encode_with_offsets(text)
         logits = np.array(self.model(mx.array([ids])).logits.astype(mx.float32))[0]
         scores, labels = _softmax(logits), self.model.config.id2label
+        special_ids = set(self.tokenizer.all_special_ids)
         entities = []
-        for index, (token, is_special) in enumerate(zip(ids, special)):
-            best = int(scores[index].argmax())
-            if is_special or labels[best] in ignore:
+        for index, token in enumerate(ids):
+            if token in special_ids:
                 continue
+            best = int(scores[index].argmax())
+            start, end = offsets[index] if offsets is not None else (None, None)
             entities.append({"entity": labels[best], "score": float(scores[index, best]), "index": index,
-                             "word": self.tokenizer.convert_ids_to_tokens(token), "start": None, "end": None})
-        return entities
+                             "word": self.tokenizer.convert_ids_to_tokens(token), "start": start, "end": end,
+                             "id": token})
+        if strategy == "simple":
+            return [g for g in self._groups(entities) if g["entity_group"] not in ignore]
+        return [{k: v for k, v in e.items() if k != "id"} for e in entities if e["entity"] not in ignore]
+
+    def _groups(self, entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Transformers' "simple" grouping: adjacent tokens of one tag, a "B-" starting a new group."""
+        groups: list[list[dict[str, Any]]] = []
+        for entity in entities:
+            bi, tag = _tag(entity["entity"])
+            if groups and tag == _tag(groups[-1][-1]["entity"])[1] and bi != "B":
+                groups[-1].append(entity)
+            else:
+                groups.append([entity])
+        return [{"entity_group": group[0]["entity"].split("-", 1)[-1],
+                 "score": float(np.mean([e["score"] for e in group])),
+                 "word": self.tokenizer.decode([e["id"] for e in group]),
+                 "start": group[0]["start"], "end": group[-1]["end"]} for group in groups]
+
+    def _encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]] | None]:
+        """Ids, and character offsets when the tokenizer is a fast one (a `tokenizers` backend has them)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return list(self.tokenizer(text)["input_ids"]), None
+        encoding = backend.encode(text)
+        return list(encoding.ids), [tuple(o) for o in encoding.offsets]
+
+
+def _tag(label: str) -> tuple[str, str]:
+    """("B" | "I", tag) of an IOB label; a label without a prefix continues ("I")."""
+    if label.startswith(("B-", "I-")):
+        return label[0], label[2:]
+    return "I", label
 
 
 class QuestionAnsweringPipeline(Pipeline):
@@ -224,7 +259,7 @@ class QuestionAnsweringPipeline(Pipeline):
         answers = []
         for flat in order:
             s, e = divmod(int(flat), span.shape[1])
-            answer = tok.convert_tokens_to_string(pieces[s : e + 1]).strip()
+            answer = tok.decode(c_ids[s : e + 1]).strip()
             begin = context.find(answer) if answer else -1
             answers.append({"score": float(span[s, e]), "start": begin, "end": begin + len(answer) if begin >= 0
                             else -1, "answer": answer})

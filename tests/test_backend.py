@@ -1,7 +1,7 @@
-"""Linux BLAS set-up: after `import mlx_llama` MLX matmuls at optimized-BLAS speed, bad candidates are safe.
+"""Linux BLAS set-up: after `import mlx_llama` MLX's matmuls go to the optimized BLAS; bad candidates are safe.
 
 Each check runs in a fresh interpreter, because which BLAS MLX uses is fixed when mlx.core is first loaded.
-Speed is judged as a ratio against numpy's own (optimized) matmul in the same process, never as a time.
+Speed is measured in benchmarks/blas_setup.py, never here.
 """
 
 from __future__ import annotations
@@ -19,33 +19,25 @@ from mlx_llama import _backend
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = ROOT / "mlx_llama" / "_backend.py"
-# MLX/numpy float32 GEMM (n=1024) measured on a 2-core x86 machine: 0.014-0.08 with MLX's reference BLAS,
-# 0.5-1.7 with Debian's OpenBLAS (numpy's own OpenBLAS ran 55-290 GFLOP/s there).
-MIN_RATIO = 0.2
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the BLAS set-up only acts on Linux")
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="the BLAS set-up only acts on Linux"),
+    pytest.mark.subprocess,
+]
 
-# Prints the library setup() chose, whether it is mapped into the process, and MLX/numpy f32 GEMM GFLOP/s.
-SPEED = """
-import json, sys, time
-import mlx_llama._backend as b
-path = b.setup()
+# `import mlx_llama` as a user does; prints the library chosen, whether it is mapped, where MLX's cblas_sgemm
+# resolves, and whether a blocked, transposed float32 matmul agrees with numpy's float64 one.
+IMPORT = """
+import ctypes, json
+import mlx_llama
+from mlx_llama import _backend as b
 import mlx.core as mx, numpy as np
-def best(fn, reps):
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
-    return 2 * N**3 / min(times) / 1e9
-N = 1024
-a = np.random.default_rng(0).standard_normal((N, N)).astype(np.float32)
-x = mx.array(a)
-np_gf = best(lambda: a @ a, REPS)  # first: OpenBLAS threads spin a while after a call, slowing what follows
-mx_gf = best(lambda: mx.eval(x @ x), REPS)
 names = {line.rsplit("/", 1)[-1].strip() for line in open("/proc/self/maps") if "/" in line}
-mapped = any(n.startswith(("libopenblas", "libmkl_rt")) for n in names)  # numpy's is libscipy_openblas64_
-print(json.dumps({"path": path, "mapped": mapped, "ratio": mx_gf / np_gf,
-                  "mlx_gflops": mx_gf, "numpy_gflops": np_gf}))
+a = np.random.default_rng(0).standard_normal((300, 257)).astype(np.float32)
+err = np.abs(np.array(mx.array(a).T @ mx.array(a)) - a.T.astype(np.float64) @ a).max()
+sgemm = getattr(ctypes.CDLL(None), "cblas_sgemm", None)  # None: only MLX's private reference BLAS has one
+print(json.dumps({"path": b.loaded_library, "sgemm": sgemm and b._library_of(sgemm),
+                  "mapped": any(n.startswith(("libopenblas", "libmkl_rt")) for n in names), "err": float(err)}))
 """
 
 # Loads _backend.py by path (no package import), optionally hides every candidate, runs setup().
@@ -64,14 +56,16 @@ print(json.dumps({"path": path, "mapped": any(n.startswith(("libopenblas", "libm
 
 def run(code: str, cache: Path, args: tuple[str, ...] = (), **env: str) -> tuple[dict, str]:
     """Run `code` in a fresh interpreter with its own BLAS cache dir; return (last JSON line, stderr)."""
-    # Without the settings this test process's own `import mlx_llama` may have exported (OPENBLAS_CORETYPE).
-    drop = (_backend.ENV_VAR, *_backend._USER_SETTINGS)
-    full_env = {k: v for k, v in os.environ.items() if k not in drop}
-    full_env.update(XDG_CACHE_HOME=str(cache), **env)
+    full_env = {**_clean_env(), "XDG_CACHE_HOME": str(cache), **env}
     proc = subprocess.run([sys.executable, "-c", code, *args], env=full_env, cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without the user's BLAS settings, so each check starts from the defaults."""
+    return {k: v for k, v in os.environ.items() if k not in (_backend.ENV_VAR, *_backend._USER_SETTINGS)}
 
 
 def cached_verdicts(cache: Path) -> list[dict]:
@@ -83,24 +77,36 @@ needs_reference_blas = pytest.mark.skipif(
 
 
 @needs_reference_blas
-def test_mlx_matmul_reaches_optimized_blas_speed(tmp_path: Path) -> None:
+def test_import_loads_an_optimized_blas_that_mlx_calls(tmp_path: Path) -> None:
     if not _backend.find_candidates():
         pytest.skip("no optimized BLAS installed (Debian/Ubuntu: apt-get install libopenblas0-pthread)")
-    out, _ = run(SPEED.replace("REPS", "5"), tmp_path)
+    out, err = run(IMPORT, tmp_path)
     assert out["path"] is not None and out["mapped"], out
-    assert out["ratio"] >= MIN_RATIO, out
-    print(out)
+    assert out["sgemm"] == os.path.realpath(out["path"])  # MLX's cblas_sgemm is the loaded library's
+    assert out["err"] < 1e-3 and err == ""
     assert cached_verdicts(tmp_path)[0]["ok"] is True
 
 
 @needs_reference_blas
 def test_env_zero_disables_it(tmp_path: Path) -> None:
-    out, err = run(SPEED.replace("REPS", "1"), tmp_path, MLX_LLAMA_BLAS="0")
+    out, err = run(IMPORT, tmp_path, MLX_LLAMA_BLAS="0")
     assert out["path"] is None and not out["mapped"], out
-    assert out["ratio"] < MIN_RATIO, out  # the threshold above does tell the two BLAS apart
-    print(out)
-    assert err == ""
+    assert out["sgemm"] is None  # nothing global: MLX keeps the wheel's bundled reference BLAS
+    assert out["err"] < 1e-3 and err == ""
     assert not (tmp_path / "mlx_llama" / "blas.json").exists()
+
+
+@needs_reference_blas
+def test_nothing_is_written_outside_the_cache_dir(tmp_path: Path) -> None:
+    home, cache, work = tmp_path / "home", tmp_path / "cache", tmp_path / "work"
+    for folder in (home, work):
+        folder.mkdir()
+    proc = subprocess.run([sys.executable, "-c", IMPORT], cwd=work, capture_output=True, text=True, timeout=120,
+                          env={**_clean_env(), "HOME": str(home), "XDG_CACHE_HOME": str(cache),
+                               "PYTHONDONTWRITEBYTECODE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written in ([], ["cache/mlx_llama/blas.json"]), written
 
 
 @needs_reference_blas
@@ -124,7 +130,7 @@ def test_candidate_that_kills_its_process_does_not_crash_ours(tmp_path: Path) ->
                    "__attribute__((constructor)) static void boom(void) { abort(); }\n")
     lib = tmp_path / "libcrash.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
-    verdict = _backend.probe(lib, {})
+    verdict = _backend.probe(lib)
     assert verdict["ok"] is False and "SIGABRT" in verdict["reason"]
 
 
@@ -132,7 +138,7 @@ def test_library_without_cblas_is_rejected() -> None:
     libm = next(iter(Path("/").glob("usr/lib/*-linux-gnu/libm.so.6")), Path("/usr/lib64/libm.so.6"))
     if not libm.exists():
         pytest.skip("no libm.so.6 at a known path")
-    verdict = _backend.probe(libm, {})
+    verdict = _backend.probe(libm)
     assert verdict["ok"] is False and verdict["reason"].startswith("exports no cblas_sgemm")
 
 
@@ -159,19 +165,3 @@ def test_preloaded_blas_is_recognised(tmp_path: Path) -> None:
         pytest.skip("no optimized BLAS installed")
     out, err = run(BY_PATH, tmp_path, (str(BACKEND), "late"), LD_PRELOAD=str(candidates[0]))
     assert out == {"path": os.path.realpath(candidates[0]), "mapped": True} and err == ""
-
-
-def test_isa_check_for_single_target_builds() -> None:
-    avx2_cpu = {"sse2", "avx", "avx2", "fma"}
-    avx512_cpu = avx2_cpu | {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
-    cmeel = "OpenBLAS 0.3.31 NO_AFFINITY SKYLAKEX MAX_THREADS=4"  # the cmeel-openblas wheel's config string
-    assert _backend.isa_problem(cmeel, avx2_cpu) == (
-        "built for SKYLAKEX only; this CPU lacks avx512bw, avx512cd, avx512dq, avx512f, avx512vl")
-    assert _backend.isa_problem(cmeel, avx512_cpu) is None
-    debian = "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY Prescott MAX_THREADS=64"
-    assert _backend.isa_problem(debian, {"sse2"}) is None
-    # A DYNAMIC_ARCH build that did not recognise the CPU gets the best kernels the CPU flags allow.
-    assert _backend.better_core("Prescott", debian, avx512_cpu) == "SkylakeX"
-    assert _backend.better_core("Prescott", debian, avx2_cpu) == "Haswell"
-    assert _backend.better_core("Haswell", debian, avx512_cpu) is None
-    assert _backend.better_core("SKYLAKEX", cmeel, avx512_cpu) is None

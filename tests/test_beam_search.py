@@ -9,12 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from generation_helpers import write_checkpoint  # noqa: E402
+from support.batches import PAD, PROMPTS, left_padded  # noqa: E402
+from support.checkpoints import write_checkpoint  # noqa: E402
 
 from mlx_llama.modeling.heads import LlamaForCausalLM  # noqa: E402
-
-PAD = 0
-PROMPTS = [[1, 100, 63, 64], [1, 5, 6, 7, 8, 9, 30], [1, 100]]
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +20,6 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("beam")
     hf = write_checkpoint(path, with_tokenizer=False, vocab_size=128)
     return hf, LlamaForCausalLM.from_pretrained(path, dtype="float32")
-
-
-def left_padded(prompts=PROMPTS):
-    width = max(map(len, prompts))
-    ids = np.full((len(prompts), width), PAD, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, p in enumerate(prompts):
-        ids[row, width - len(p) :] = p
-        mask[row, width - len(p) :] = 1
-    return ids, mask
 
 
 def both(hf, model, ids, mask, **kw):
@@ -54,6 +42,7 @@ CASES = {
     "early-true": dict(num_beams=2, max_new_tokens=10, early_stopping=True, eos=True),
     "never-lp": dict(num_beams=3, max_new_tokens=9, early_stopping="never", length_penalty=1.5, eos="any"),
     "penalties": dict(num_beams=3, max_new_tokens=10, repetition_penalty=1.3, no_repeat_ngram_size=2),
+    "min-new-bad-words": dict(num_beams=2, max_new_tokens=8, min_new_tokens=5, bad_words_ids=[[7], [5, 6]], eos=True),
 }
 
 

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from convert_helpers import hf_llama, logits, rel_err, train_tokenizer, write_meta
+from support.compare import rel_err
+from support.hf_llama import hf_llama
+from support.hf_llama import hf_logits as logits
+from support.meta import train_tokenizer, write_meta
 
 from mlx_llama import LlamaForCausalLM
 from mlx_llama.convert import main

@@ -16,9 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.tokenizer_corpus import mistral_model_path, parity_corpus, tiny_model_path
 
-from mlx_llama.tokenizer import StreamingDetokenizer
 from mlx_llama.errors import TokenizerError
-from mlx_llama.tokenizer import LlamaTokenizer
+from mlx_llama.tokenizer import LlamaTokenizer, StreamingDetokenizer
 
 transformers = pytest.importorskip("transformers")
 

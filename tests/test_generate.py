@@ -9,30 +9,18 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from support.batches import PAD, PROMPTS, left_padded  # noqa: E402
+
 from mlx_llama.errors import ConfigError  # noqa: E402
 from mlx_llama.generation.api import _StopStrings, generate, model_generate, stream_generate  # noqa: E402
 from mlx_llama.modeling.heads import LlamaForCausalLM  # noqa: E402
 from mlx_llama.tokenizer import LlamaTokenizer  # noqa: E402
-
-PAD = 0
-# A left-padded batch of 3 prompts of lengths 4, 7 and 2.
-PROMPTS = [[1, 100, 63, 64], [1, 5, 6, 7, 8, 9, 30], [1, 100]]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tiny_checkpoint):
     path, hf = tiny_checkpoint
     return path, hf, LlamaForCausalLM.from_pretrained(path, dtype="float32")
-
-
-def left_padded(prompts=PROMPTS):
-    width = max(map(len, prompts))
-    ids = np.full((len(prompts), width), PAD, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, p in enumerate(prompts):
-        ids[row, width - len(p) :] = p
-        mask[row, width - len(p) :] = 1
-    return ids, mask
 
 
 def hf_generate(hf, ids, mask, **kw):

@@ -11,32 +11,18 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from generation_helpers import write_checkpoint  # noqa: E402
+from support.batches import PAD, left_padded  # noqa: E402
 
 from mlx_llama.errors import ConfigError  # noqa: E402
 from mlx_llama.generation.streamers import TextIteratorStreamer, TextStreamer  # noqa: E402
 from mlx_llama.modeling.heads import LlamaForCausalLM  # noqa: E402
 from mlx_llama.tokenizer import LlamaTokenizer  # noqa: E402
 
-PAD = 0
-PROMPTS = [[1, 100, 63, 64], [1, 5, 6, 7, 8, 9, 30], [1, 100]]
-
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    path = tmp_path_factory.mktemp("options")
-    hf = write_checkpoint(path)
+def setup(tiny_checkpoint):
+    path, hf = tiny_checkpoint
     return path, hf, LlamaForCausalLM.from_pretrained(path, dtype="float32")
-
-
-def left_padded(prompts=PROMPTS):
-    width = max(map(len, prompts))
-    ids = np.full((len(prompts), width), PAD, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, p in enumerate(prompts):
-        ids[row, width - len(p) :] = p
-        mask[row, width - len(p) :] = 1
-    return ids, mask
 
 
 def hf_gen(hf, ids, mask, **kw):
@@ -74,20 +60,12 @@ def test_processors_match_transformers(setup, kw):
 @pytest.fixture(scope="module")
 def byte_setup(tmp_path_factory):
     """A byte-fallback tokenizer: Transformers' StopStringCriteria needs every character encodable."""
-    import io
-    import json
-
-    import sentencepiece as spm
-    from generation_helpers import corpus, hf_tiny_model
+    from support.checkpoints import corpus
+    from support.hf_llama import hf_tiny_model
+    from support.spm import write_llama_tokenizer
 
     path = tmp_path_factory.mktemp("bytes")
-    buffer = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus()), model_writer=buffer, vocab_size=300,
-                                   model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True,
-                                   minloglevel=2)
-    (path / "tokenizer.model").write_bytes(buffer.getvalue())
-    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": False}))
-    hf = hf_tiny_model(300)
+    hf = hf_tiny_model(write_llama_tokenizer(path, corpus(), 300, byte_fallback=True))
     hf.save_pretrained(path)
     return path, hf, LlamaForCausalLM.from_pretrained(path, dtype="float32")
 
@@ -104,6 +82,9 @@ def test_stop_strings_match_transformers(byte_setup):
     got = np.array(model.generate(ids, max_new_tokens=16, stop_strings=[stop], tokenizer=tok, eos_token_id=[]))
     np.testing.assert_array_equal(got, ref)
     assert got.shape[1] < free.shape[1]
+    beams = dict(max_new_tokens=10, stop_strings=[stop], num_beams=2, num_return_sequences=2)
+    ref = hf_gen(hf, ids, np.ones_like(ids), tokenizer=hf_tok, eos_token_id=None, **beams).numpy()
+    np.testing.assert_array_equal(np.array(model.generate(ids, tokenizer=tok, eos_token_id=[], **beams)), ref)
     with pytest.raises(ConfigError, match="tokenizer"):
         model.generate(ids, max_new_tokens=4, stop_strings=["x"])
 
@@ -160,3 +141,14 @@ def test_unsupported_options_are_errors(setup):
         model.generate(ids, np.ones_like(ids), max_new_tokens=2)
     with pytest.warns(UserWarning, match="typical_p"):
         model.generate(ids, max_new_tokens=2, generation_config=transformers.GenerationConfig(typical_p=0.5))
+
+
+def test_sampling_several_sequences_per_prompt(setup):
+    """As Transformers: each prompt row repeated num_return_sequences times, in order (repeat_interleave)."""
+    _, _, model = setup
+    ids, mask = left_padded()
+    out = np.array(ours(model, ids, mask, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=1,
+                        eos_token_id=[], pad_token_id=PAD))
+    assert out.shape == (9, ids.shape[1] + 6)
+    np.testing.assert_array_equal(out[:, : ids.shape[1]], np.repeat(ids, 3, axis=0))
+    assert len({tuple(r) for r in out[:3, ids.shape[1] :]}) > 1

@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 import pytest
-from hostile_files import build, f32_entry, glob, i, s, safetensors, state_dict, storage, tensor, torch_zip, tup
+from support.hostile_files import build, f32_entry, glob, i, s, safetensors, state_dict, storage, tensor, torch_zip, tup
 
 import mlx_llama  # noqa: F401  (before mlx.core)
 from mlx_llama.checkpoint.index import shard_files

@@ -4,7 +4,6 @@ no output directory (nor partial one) left, the source untouched; and it never w
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import signal
@@ -14,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from convert_helpers import hf_llama, write_meta
-from hostile_files import build, i, s, state_dict, storage, tensor, torch_zip
 from safetensors.torch import load_file, save_file
+from support.hf_llama import hf_llama
+from support.hostile_files import build, i, s, state_dict, storage, tensor, torch_zip
+from support.meta import write_meta
 
+import mlx_llama.convert as convert_module
 from mlx_llama.convert import main
-
-convert_module = importlib.import_module("mlx_llama.convert")
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 96
@@ -102,12 +101,13 @@ def test_nan_and_inf_weights_are_reported(capsys, tmp_path, hf):
         (lambda w: w.update({"model.norm.weight": torch.ones(63)}), "tensor model.norm.weight has shape (63,)"),
         (lambda w: w.update({"model.embed_tokens.weight": torch.zeros(0, 64)}), "model.embed_tokens.weight"),
         (lambda w: w.update({"model.layers.2.input_layernorm.weight": torch.ones(64)}), "weights hold 3 layers"),
+        (lambda w: w.update({"model.norm.weight": torch.ones(64, dtype=torch.int32)}), "norm.weight: dtype int32"),
     ],
 )
 def test_tensors_that_do_not_fit_the_config(capsys, tmp_path, hf, change, names):
     _edit_weights(hf, change)
     err = _fails(capsys, tmp_path, hf, names=names)
-    assert "the converted model would not load" in err
+    assert "the converted model would not load" in err or "floating point" in err
 
 
 @pytest.mark.parametrize(

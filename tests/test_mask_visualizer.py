@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import transformers
-from generation_helpers import train_tokenizer
+from support.checkpoints import train_tokenizer
 from transformers.masking_utils import create_causal_mask
 
 from mlx_llama.mask_visualizer import ATTEND, MASKED, AttentionMaskVisualizer

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hf_oracle import hf_model, rel_err
+from support.compare import rel_err
+from support.hf_llama import hf_model
 
 import mlx_llama
 

@@ -52,8 +52,8 @@ def checkpoints(tmp_path_factory):
     write_checkpoint(dirs["gqa"], num_key_value_heads=2, **SHAPE)
     write_checkpoint(dirs["mha"], seed=1, num_key_value_heads=4, **SHAPE)
     for name in ("gqa", "mha"):
-        mlx_llama.convert(dirs[name], dirs[name + "4"], dtype="float32", quantize=True, q_bits=4, q_group_size=32,
-                          quiet=True)
+        mlx_llama.convert_checkpoint(dirs[name], dirs[name + "4"], dtype="float32", quantize=True, q_bits=4,
+                                     q_group_size=32, quiet=True)
     open_llama_checkpoint(dirs["open"], dirs["gqa"])
     biased = write_checkpoint(dirs["bias"], seed=2, num_key_value_heads=2, attention_bias=True, mlp_bias=True, **SHAPE)
     with torch.no_grad():  # Transformers initialises biases to zero: make them count

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from generation_helpers import hf_tiny_model, train_tokenizer
-from hf_oracle import hf_model
+from support.hf_llama import hf_model
 
 import mlx_llama
 from mlx_llama import auto
@@ -20,11 +19,8 @@ PROMPTS = ["The cat sat on", "A small boat sailed over the quiet lake"]
 
 
 @pytest.fixture(scope="module")
-def causal(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pipe")
-    vocab = train_tokenizer(path)
-    hf = hf_tiny_model(vocab)
-    hf.save_pretrained(path)
+def causal(tiny_checkpoint):
+    path, hf = tiny_checkpoint
     return path, hf, transformers.LlamaTokenizer.from_pretrained(path)
 
 
@@ -87,6 +83,15 @@ def test_default_is_sampling_with_256_tokens(causal):
     assert ours._generation_defaults() == {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
     with pytest.raises(ConfigError, match="unknown task"):
         pipeline("summarization", model=path)
+    with pytest.warns(UserWarning, match="default device"):  # the seed page's call, as written
+        seed_style = pipeline(task="text-generation", model=path, dtype=torch.float16, device=0)
+    assert str(seed_style.model.model.embed_tokens.weight.dtype) == "mlx.core.float16"
+    loaded = pipeline("text-generation", model=ours.model, tokenizer=ours.tokenizer)
+    assert loaded(PROMPTS[0], do_sample=False, max_new_tokens=3) == ours(PROMPTS[0], do_sample=False, max_new_tokens=3)
+    with pytest.raises(ConfigError, match="tokenizer="):
+        pipeline("text-generation", model=ours.model)
+    with pytest.raises(ConfigError, match="generate"):
+        ours(PROMPTS[0], max_new_tokens=2, output_attentions=True)
 
 
 def _pair(tmp_path, tok_dir, cls_name, **kw):
@@ -139,3 +144,45 @@ def test_question_answering_best_span_from_transformers_logits(causal, tmp_path)
     assert answer["score"] == pytest.approx(float(start[best[0]] * end[best[1]]), rel=1e-4)
     expected = tok.decode(c_ids[best[0] : best[1] + 1]).strip()
     assert answer["answer"] == expected and context[answer["start"] : answer["end"]] == expected
+
+
+def test_text_generation_chat_matches_transformers(causal, tmp_path):
+    import json
+    import shutil
+
+    path, hf, _ = causal
+    for item in path.iterdir():
+        shutil.copy(item, tmp_path / item.name)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config["chat_template"] = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant:{% endif %}")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    chat = [{"role": "user", "content": "The cat sat on"}]
+    got = pipeline("text-generation", model=tmp_path)(chat, do_sample=False, max_new_tokens=8)
+    ref = hf_pipe("text-generation", hf, transformers.LlamaTokenizer.from_pretrained(tmp_path), chat,
+                  do_sample=False, max_new_tokens=8)
+    assert got == ref and got[0]["generated_text"][-1]["role"] == "assistant"
+
+
+def test_token_classification_fast_tokenizer_offsets(causal, tmp_path):
+    """With a tokenizer.json (fast tokenizer), entities carry character offsets, as Transformers' do."""
+    labels = {0: "O", 1: "B-X", 2: "I-X"}
+    hf = hf_model("LlamaForTokenClassification", vocab_size=160, pad_token_id=0, num_labels=3, id2label=labels,
+                  label2id={v: k for k, v in labels.items()})
+    hf.save_pretrained(tmp_path)
+    fast = transformers.LlamaTokenizerFast.from_pretrained(causal[0], from_slow=True, legacy=False)
+    fast.save_pretrained(tmp_path)
+    ours = pipeline("token-classification", model=tmp_path)
+    assert type(ours.tokenizer).__name__ == "LlamaTokenizerFast"
+    got, ref = ours(PROMPTS[1]), hf_pipe("token-classification", hf, fast, PROMPTS[1])
+    keys = ("entity", "index", "word", "start", "end")
+    assert [tuple(d[k] for k in keys) for d in got] == [tuple(d[k] for k in keys) for d in ref]
+    assert all(d["start"] is not None for d in got)
+    text = "The cat sat on a mat and the dog ran to the park while birds sang"
+    got = ours(text, aggregation_strategy="simple")
+    ref = hf_pipe("token-classification", hf, fast, text, aggregation_strategy="simple")
+    keys = ("entity_group", "word", "start", "end")
+    assert [tuple(d[k] for k in keys) for d in got] == [tuple(d[k] for k in keys) for d in ref]
+    np.testing.assert_allclose([d["score"] for d in got], [float(d["score"]) for d in ref], atol=1e-5)
+    with pytest.raises(ConfigError, match="aggregation_strategy"):
+        ours(text, aggregation_strategy="first")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from hf_oracle import hf_model, rel_err
+from support.compare import rel_err
+from support.hf_llama import hf_model
 
 from mlx_llama import LlamaForCausalLM, LlamaModel
 from mlx_llama.errors import ConfigError

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from generation_helpers import train_tokenizer
-from hf_oracle import hf_model, rel_err, to_np
+from support.checkpoints import train_tokenizer
+from support.compare import rel_err, to_np
+from support.hf_llama import hf_model
 
 import mlx_llama
 from mlx_llama.errors import ConfigError, TokenizerError
@@ -74,3 +75,16 @@ def test_save_vocabulary(tmp_path):
     assert reread.encode("The cat sat on a mat") == ref.encode("The cat sat on a mat")
     with pytest.raises(TokenizerError, match="directory"):
         tok.save_vocabulary(tmp_path / "missing")
+
+
+def test_fast_tokenizer_save_vocabulary(tmp_path):
+    from mlx_llama.tokenizer import LlamaTokenizerFast
+
+    train_tokenizer(tmp_path / "tok")
+    hf_fast = transformers.LlamaTokenizerFast.from_pretrained(tmp_path / "tok", from_slow=True, legacy=False)
+    hf_fast.save_pretrained(tmp_path / "fast")
+    ours = LlamaTokenizerFast.from_pretrained(tmp_path / "fast")
+    (tmp_path / "out").mkdir()
+    (path,) = ours.save_vocabulary(tmp_path / "out")
+    assert path.endswith("tokenizer.model")
+    assert (tmp_path / "out" / "tokenizer.model").read_bytes() == (tmp_path / "tok" / "tokenizer.model").read_bytes()

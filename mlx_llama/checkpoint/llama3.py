@@ -22,9 +22,9 @@ def looks_like_llama3(params: dict, tokenizer_path: Path | None) -> bool:
     """A tiktoken tokenizer, or params only Llama 3 uses (128256 vocab, rope_theta 5e5, scaled rope)."""
     if tokenizer_path is not None and is_tiktoken_file(tokenizer_path):
         return True
-    return params.get("vocab_size", -1) >= 100000 or bool(params.get("use_scaled_rope")) or params.get(
-        "rope_theta"
-    ) == 5e5
+    return (
+        params.get("vocab_size", -1) >= 100000 or bool(params.get("use_scaled_rope")) or params.get("rope_theta") == 5e5
+    )
 
 
 def infer_version(params: dict) -> str:

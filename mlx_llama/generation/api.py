@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
+from ..cache import transformers_cache_options
 from ..errors import ConfigError, InputError
 from ..token_ids import check_ids
 from .beam import BeamSettings, beam_search
@@ -26,6 +27,7 @@ from .options import GenerationOptions, resolve_options
 from .outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from .processors import HistoryChooser, history_processors
 from .sampling import SamplingParams, TokenChooser
+from .speculative import SpeculativeStats, assisted_generate, speculative_steps
 from .stopping import StopStrings
 
 DEFAULT_MAX_LENGTH = 20  # Transformers' GenerationConfig.max_length
@@ -43,6 +45,7 @@ class GenerationResponse:
     generation_tps: float
     peak_memory: float  # GB, as reported by mx.get_peak_memory()
     finish_reason: str | None = None  # "stop" (eos or a stop string), "length" (max_tokens), or None
+    from_draft: bool = False  # speculative / prompt-lookup decoding: an accepted draft token
 
 
 class _TextStream:
@@ -160,6 +163,11 @@ def stream_generate(
     cache: list | None = None,
     prefill_step_size: int = 512,
     progress: ProgressCallback | None = None,
+    draft_model=None,
+    num_draft_tokens: int = 3,
+    prompt_lookup: int | None = None,
+    speculative_stats: SpeculativeStats | None = None,
+    **cache_options,
 ) -> Iterator[GenerationResponse]:
     """Yield one GenerationResponse per generated token, text already detokenized.
 
@@ -169,6 +177,9 @@ def stream_generate(
     not emitted), at a stop string ("stop", the text is cut before it) or after `max_tokens` ("length").
     Pass `cache` (from `model.make_cache()`) to continue a conversation without re-reading its history:
     the prompt is then only the new tokens.
+    `draft_model` (same vocabulary; `num_draft_tokens` per round) or `prompt_lookup=k` turn on speculative
+    decoding (batch 1; same greedy output, same sampling distribution). `cache_options` choose the KV cache:
+    `max_kv_size` (rotating), `kv_bits`/`kv_group_size`/`quantized_kv_start` (quantized); see cache.make_cache.
     """
     params = SamplingParams.from_temperature(temperature, top_k, top_p, min_p, repetition_penalty)
     ids = _encode_prompt(tokenizer, prompt, _vocab_size(model))
@@ -178,40 +189,53 @@ def stream_generate(
     if too_long:
         warnings.warn(too_long, stacklevel=2)
     eos = set(_eos_list(eos_token_id)) if eos_token_id is not None else stop_ids(model, tokenizer)
-    cache = model.make_cache() if cache is None else cache
-    detok = _detokenizer(tokenizer)
-    stopper = _StopStrings(stop or [])
-
+    if cache is None:
+        cache = model.make_cache(**{k: v for k, v in cache_options.items() if v is not None})
+    detok, stopper = _detokenizer(tokenizer), _StopStrings(stop or [])  # built before the clock starts
     mx.reset_peak_memory()
-    start = time.perf_counter()
-    timing = {}
+    clock = _Clock()
+    chooser = TokenChooser(params, seed)
+    if draft_model is not None or prompt_lookup:
+        steps = speculative_steps(model, cache, ids, chooser, max_tokens, draft_model=draft_model,
+                                  num_draft_tokens=num_draft_tokens, prompt_lookup=prompt_lookup, seed=seed,
+                                  prefill_step_size=prefill_step_size, progress=progress,
+                                  on_prefill_done=clock.prefill_done, stats=speculative_stats)
+    else:
+        steps = decode(model, cache, mx.array([ids], dtype=mx.int32), chooser, max_tokens,
+                       prefill_step_size=prefill_step_size, progress=progress, on_prefill_done=clock.prefill_done)
+    yield from _responses(steps, len(ids), eos, detok, stopper, max_tokens, clock)
 
-    def prefill_done() -> None:
-        timing["prompt"] = time.perf_counter() - start
 
-    steps = decode(
-        model,
-        cache,
-        mx.array([ids], dtype=mx.int32),
-        TokenChooser(params, seed),
-        max_tokens,
-        prefill_step_size=prefill_step_size,
-        progress=progress,
-        on_prefill_done=prefill_done,
-    )
-    n = 0
-    for n, step in enumerate(steps, start=1):
-        token = step.tokens[0]
+class _Clock:
+    """Prompt and generation timing for the statistics of each response."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.prompt = 0.0
+        self.first = 0.0
+
+    def prefill_done(self) -> None:
+        self.prompt = time.perf_counter() - self.start
+
+    def stats(self, n: int, prompt_tokens: int, step) -> dict:
         if n == 1:
-            first = time.perf_counter()
-        elapsed = max(time.perf_counter() - first, 1e-9)
-        stats = {
-            "prompt_tokens": len(ids),
-            "prompt_tps": len(ids) / max(timing["prompt"], 1e-9),
+            self.first = time.perf_counter()
+        elapsed = max(time.perf_counter() - self.first, 1e-9)
+        return {
+            "prompt_tokens": prompt_tokens,
+            "prompt_tps": prompt_tokens / max(self.prompt, 1e-9),
             "generation_tokens": n,
             "generation_tps": (n - 1) / elapsed if n > 1 else 0.0,
             "peak_memory": mx.get_peak_memory() / 1e9,
+            "from_draft": bool(step.from_draft and step.from_draft[0]),
         }
+
+
+def _responses(steps, prompt_tokens: int, eos: set[int], detok, stopper, max_tokens: int, clock: _Clock):
+    """Decode steps -> GenerationResponses, ending at an eos id, a stop string or max_tokens."""
+    for n, step in enumerate(steps, start=1):
+        token = step.tokens[0]
+        stats = clock.stats(n, prompt_tokens, step)
         if token in eos:
             text, _ = stopper.feed(detok.finalize())
             yield GenerationResponse(text + stopper.flush(), token, finish_reason="stop", **stats)
@@ -326,7 +350,7 @@ def warn_right_padding(mask: np.ndarray) -> None:
 
 def decode_ids(model, ids: np.ndarray, mask: np.ndarray, chooser: TokenChooser, new_tokens: int,
                eos: Sequence[int], pad_token_id: int, prefill_step_size: int = 512,
-               stop: StopStrings | None = None, streamer=None) -> np.ndarray:
+               stop: StopStrings | None = None, streamer=None, cache: list | None = None) -> np.ndarray:
     """Run the decode loop over a (left-padded) batch; return prompt + new ids, finished rows padded.
 
     A row also finishes when a stop string ends in its newest token; `streamer` gets the prompt, then
@@ -338,7 +362,8 @@ def decode_ids(model, ids: np.ndarray, mask: np.ndarray, chooser: TokenChooser, 
     rows, done, generated = ids.tolist(), np.zeros(batch, dtype=bool), []
     if streamer is not None:
         streamer.put(ids)
-    for step in decode(model, model.make_cache(), mx.array(ids.astype(np.int32)), chooser, new_tokens,
+    cache = model.make_cache() if cache is None else cache
+    for step in decode(model, cache, mx.array(ids.astype(np.int32)), chooser, new_tokens,
                        attention_mask=model_mask, eos_token_ids=eos, pad_token_id=pad_token_id,
                        prefill_step_size=prefill_step_size):
         tokens = np.where(done, pad_token_id, np.array(step.tokens, dtype=np.int64))
@@ -370,15 +395,30 @@ def _sample(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions
     record = (options.return_dict_in_generate and options.output_scores,
               options.return_dict_in_generate and options.output_logits)
     chooser = HistoryChooser(params, extras["seed"], ids, processors, *record)
+    cache = model.make_cache(**transformers_cache_options(options.cache_implementation, options.cache_config,
+                                                          not mask.all()))
+    if extras["assistant_model"] is not None or options.prompt_lookup_num_tokens:
+        return _assisted(model, ids, mask, chooser, new_tokens, eos, cache, options, extras)
     stop = StopStrings(options.stop_strings, extras["tokenizer"]) if options.stop_strings else None
     out = decode_ids(model, ids, mask, chooser, new_tokens, eos, pad, extras["prefill_step_size"], stop,
-                     extras["streamer"])
+                     extras["streamer"], cache)
     sequences = mx.array(out.astype(np.int32))
     if not options.return_dict_in_generate:
         return sequences
     steps = out.shape[1] - ids.shape[1]
     return GenerateDecoderOnlyOutput(sequences, tuple(chooser.scores[:steps]) if record[0] else None,
                                      tuple(chooser.logits[:steps]) if record[1] else None)
+
+
+def _assisted(model, ids: np.ndarray, mask: np.ndarray, chooser: TokenChooser, new_tokens: int, eos: list[int],
+              cache: list, options: GenerationOptions, extras: dict) -> mx.array:
+    """Speculative decoding with `assistant_model` or prompt lookup (Transformers' assisted generation)."""
+    if options.return_dict_in_generate or extras["streamer"] is not None or options.stop_strings:
+        raise ConfigError("assisted generation returns plain ids: no streamer, stop_strings or "
+                          "return_dict_in_generate")
+    return assisted_generate(model, ids, None if mask.all() else mask, cache, chooser, new_tokens,
+                             extras["assistant_model"], options.num_assistant_tokens, options.prompt_lookup_num_tokens,
+                             seed=extras["seed"], eos_token_ids=eos, prefill_step_size=extras["prefill_step_size"])
 
 
 def _beam(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions, eos: list[int], pad: int,
@@ -406,7 +446,7 @@ def _beam(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions, 
 
 def model_generate(model, input_ids=None, generation_config=None, *, attention_mask=None, inputs=None,
                    streamer=None, tokenizer=None, seed: int | None = None, prefill_step_size: int = 512,
-                   **kwargs):
+                   assistant_model=None, **kwargs):
     """Transformers' `generate` for a causal LM: [batch, prompt + new] ids, prompt included.
 
     Keyword arguments are GenerationConfig fields (see `GenerationOptions`; an unknown one is an error),
@@ -415,7 +455,9 @@ def model_generate(model, input_ids=None, generation_config=None, *, attention_m
     the config's, else the first eos id) until every row is done or `max_length` is reached. Without
     `max_length`/`max_new_tokens`, 20 new tokens. The repetition penalty counts every id in `input_ids`
     (pads too, as Transformers does) and every generated id. `num_beams > 1` runs beam search;
-    `return_dict_in_generate=True` returns Transformers' output dataclasses.
+    `return_dict_in_generate=True` returns Transformers' output dataclasses. `assistant_model` /
+    `prompt_lookup_num_tokens` run speculative decoding (batch 1); `cache_implementation` "quantized" /
+    "sliding_window" (with `cache_config`) pick the KV cache.
     """
     options = resolve_options(model, generation_config, kwargs)
     ids = _as_ids(input_ids if input_ids is not None else inputs, _vocab_size(model))
@@ -423,6 +465,7 @@ def model_generate(model, input_ids=None, generation_config=None, *, attention_m
     new_tokens = new_token_count(model.config, ids.shape[1], options.max_length, options.max_new_tokens)
     mask = infer_attention_mask(ids, attention_mask, pad_token_id, eos)
     warn_right_padding(mask)
-    extras = {"streamer": streamer, "tokenizer": tokenizer, "seed": seed, "prefill_step_size": prefill_step_size}
+    extras = {"streamer": streamer, "tokenizer": tokenizer, "seed": seed, "prefill_step_size": prefill_step_size,
+              "assistant_model": assistant_model}
     run = _beam if options.num_beams > 1 else _sample
     return run(model, ids, mask, options, eos, pad_token_id, new_tokens, extras)

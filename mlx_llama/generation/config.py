@@ -1,8 +1,8 @@
 """`GenerationConfig`: the checkpoint's generation_config.json (stop ids, lengths, sampling defaults).
 
 Read on load and attached as `model.generation_config`. `model.generate` takes from it every argument the
-caller did not pass, as Transformers does; `stream_generate` and the CLI stop at its eos ids, and the CLI
-takes its length and sampling defaults when no flag is given.
+caller did not pass, as Transformers does (see `generation.options`); `stream_generate` and the CLI stop at its
+eos ids, and the CLI takes its length and sampling defaults when no flag is given.
 """
 
 from __future__ import annotations
@@ -35,9 +35,6 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "eos_token_id": (int, list, type(None)),
     "pad_token_id": _OPT_INT,
 }
-# model.generate arguments a generation config supplies when the caller leaves them out
-GENERATE_DEFAULTS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "eos_token_id",
-                     "pad_token_id")  # fmt: skip
 
 
 @dataclass
@@ -119,25 +116,6 @@ class GenerationConfig:
         return f"GenerationConfig({self.to_dict()})"
 
 
-def generate_kwargs(config: GenerationConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """`model.generate` arguments with the generation config's values where the caller gave none.
-
-    Lengths follow Transformers: the config's `max_new_tokens` applies unless the caller passes one (it also
-    beats a caller's `max_length`); its `max_length` applies when the caller gives neither length and it is
-    not the default 20 (which means "20 new tokens", model_generate's own default).
-    """
-    out = dict(kwargs)
-    for name in GENERATE_DEFAULTS:
-        if name not in out and getattr(config, name) is not None:
-            out[name] = getattr(config, name)
-    if out.get("max_new_tokens") is None and config.max_new_tokens is not None:
-        out["max_new_tokens"] = config.max_new_tokens
-    elif out.get("max_new_tokens") is None and out.get("max_length") is None:
-        if config.max_length != DEFAULT_MAX_LENGTH:
-            out["max_length"] = config.max_length
-    return out
-
-
 def sampling_defaults(config: GenerationConfig | None) -> dict[str, Any]:
     """stream_generate-style sampling settings from a generation config: its temperature, top_k and top_p when
     it samples (`do_sample`), greedy otherwise; its repetition penalty either way."""
@@ -164,4 +142,4 @@ def stop_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-__all__ = ["GenerationConfig", "generate_kwargs", "sampling_defaults", "stop_ids"]
+__all__ = ["GenerationConfig", "sampling_defaults", "stop_ids"]

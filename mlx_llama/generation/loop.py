@@ -17,6 +17,7 @@ import mlx.core as mx
 
 from ..token_ids import trusted_ids
 from .sampling import TokenChooser, mark_seen, seen_mask
+from .wired import wired_limit
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -86,9 +87,58 @@ class Step:
 
     tokens: list[int]
     running: list[bool]
+    from_draft: list[bool] | None = None  # speculative decoding: which tokens were accepted drafts
 
 
-def decode(
+def decode(model, *args, **kwargs) -> Iterator[Step]:
+    """`_decode` (below) with the model's memory wired on a Mac while it runs."""
+    with wired_limit(model):
+        yield from _decode(model, *args, **kwargs)
+
+
+class _Stepper:
+    """One decode step's two halves, holding what persists between steps: the growing attention mask, the
+    next positions, the eos ids."""
+
+    def __init__(self, model, cache, chooser: TokenChooser, attention_mask, position_ids, eos_token_ids, pad_token_id):
+        self.model, self.cache, self.chooser, self.pad_token_id = model, cache, chooser, pad_token_id
+        self.attention_mask = attention_mask
+        self.next_position = None if position_ids is None else position_ids[:, -1:] + 1
+        self.eos = mx.array(list(eos_token_ids), dtype=mx.int32) if eos_token_ids else None
+
+    def choose(self, logits: mx.array, running: mx.array, seen: mx.array | None):
+        """Sample the next token per row (pad for finished rows); update the seen mask and running rows."""
+        token = self.chooser(logits, seen)
+        token = mx.where(running, token, self.pad_token_id)
+        if seen is not None:
+            seen = mark_seen(seen, token)
+        if self.eos is not None:
+            running = mx.logical_and(running, mx.logical_not((token[:, None] == self.eos[None, :]).any(axis=-1)))
+        return token, running, seen
+
+    def forward(self, token: mx.array) -> mx.array:
+        """Feed one token per row; return the lazy next-position logits [batch, V]."""
+        step_mask = None
+        if self.attention_mask is not None:
+            ones = mx.ones((token.shape[0], 1), self.attention_mask.dtype)
+            self.attention_mask = mx.concatenate([self.attention_mask, ones], axis=1)
+            # A 4D boolean mask is used as given: no host round trip to inspect a 2D one every step.
+            step_mask = self.attention_mask.astype(mx.bool_)[:, None, None, :]
+        with trusted_ids():  # sampled from the model's own logits: in range, no host read-back needed
+            out = self.model(
+                token[:, None],
+                attention_mask=step_mask,
+                position_ids=self.next_position,
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        if self.next_position is not None:
+            self.next_position = self.next_position + 1
+        return out.logits[:, -1, :]
+
+
+def _decode(
     model,
     cache: Sequence,
     prompt: mx.array,
@@ -112,48 +162,13 @@ def decode(
     """
     if max_new_tokens <= 0:
         return
-    batch = prompt.shape[0]
     position_ids = None if attention_mask is None else padding_positions(attention_mask)
-    use_penalty = chooser.params.repetition_penalty != 1.0
-    eos = mx.array(list(eos_token_ids), dtype=mx.int32) if eos_token_ids else None
-
     logits = prefill(model, cache, prompt, attention_mask, position_ids, prefill_step_size, progress)
-    vocab = logits.shape[-1]
-    seen = seen_mask(prompt if penalty_history is None else penalty_history, vocab) if use_penalty else None
-    running = mx.ones((batch,), dtype=mx.bool_)
-    next_position = None if position_ids is None else position_ids[:, -1:] + 1
-
-    def choose(logits: mx.array, running: mx.array, seen: mx.array | None):
-        token = chooser(logits, seen)
-        token = mx.where(running, token, pad_token_id)
-        if seen is not None:
-            seen = mark_seen(seen, token)
-        if eos is not None:
-            running = mx.logical_and(running, mx.logical_not((token[:, None] == eos[None, :]).any(axis=-1)))
-        return token, running, seen
-
-    def forward(token: mx.array) -> mx.array:
-        nonlocal attention_mask, next_position
-        step_mask = None
-        if attention_mask is not None:
-            ones = mx.ones((batch, 1), attention_mask.dtype)
-            attention_mask = mx.concatenate([attention_mask, ones], axis=1)
-            # A 4D boolean mask is used as given: no host round trip to inspect a 2D one every step.
-            step_mask = attention_mask.astype(mx.bool_)[:, None, None, :]
-        with trusted_ids():  # sampled from the model's own logits: in range, no host read-back needed
-            out = model(
-                token[:, None],
-                attention_mask=step_mask,
-                position_ids=next_position,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        if next_position is not None:
-            next_position = next_position + 1
-        return out.logits[:, -1, :]
-
-    token, running, seen = choose(logits, running, seen)
+    use_penalty = chooser.params.repetition_penalty != 1.0
+    history = prompt if penalty_history is None else penalty_history
+    seen = seen_mask(history, logits.shape[-1]) if use_penalty else None
+    step = _Stepper(model, cache, chooser, attention_mask, position_ids, eos_token_ids, pad_token_id)
+    token, running, seen = step.choose(logits, mx.ones((prompt.shape[0],), dtype=mx.bool_), seen)
     mx.async_eval(token, running)
     if on_prefill_done is not None:
         mx.eval(token)
@@ -161,7 +176,7 @@ def decode(
     for n in range(1, max_new_tokens + 1):
         if n < max_new_tokens:
             # Queue step n+1 before reading step n back, so the device never waits for Python.
-            next_token, next_running, next_seen = choose(forward(token), running, seen)
+            next_token, next_running, next_seen = step.choose(step.forward(token), running, seen)
             mx.async_eval(next_token, next_running)
         yield Step(token.tolist(), running.tolist())
         if n % CLEAR_CACHE_EVERY == 0:

@@ -41,8 +41,11 @@ class GenerationOptions:
     return_dict_in_generate: bool = False
     output_scores: bool = False
     output_logits: bool = False
-    use_cache: bool = True
+    use_cache: bool = True  # False gives the same ids in Transformers (only slower); decoding here always caches
     cache_implementation: str | None = None
+    cache_config: dict | None = None
+    num_assistant_tokens: int = 5
+    prompt_lookup_num_tokens: int | None = None
 
     def validate(self) -> None:
         if self.num_beams < 1 or self.num_return_sequences < 1:
@@ -59,11 +62,10 @@ class GenerationOptions:
                               "use do_sample=False for beam search or num_beams=1 for sampling")
         if self.early_stopping not in (True, False, "never"):
             raise ConfigError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
-        if self.cache_implementation not in (None, "static", "dynamic"):
+        if self.cache_implementation not in (None, "static", "dynamic", "quantized", "sliding_window", "rotating"):
             raise ConfigError(f"cache_implementation={self.cache_implementation!r} is not available: mlx-llama's "
-                              "KV cache is preallocated (as 'static'); use None, 'static' or 'dynamic'")
-        if not self.use_cache:
-            raise ConfigError("use_cache=False is not supported by generate: decoding always uses the KV cache")
+                              "KV cache is preallocated (as 'static'); use None, 'static', 'dynamic', "
+                              "'quantized' or 'sliding_window'")
 
 
 # GenerationConfig fields that change nothing here (metadata, or outputs we never build).

@@ -161,6 +161,8 @@ class TokenChooser:
     def __init__(self, params: SamplingParams, seed: int | None = None):
         self.params = params
         self._warpers = params.warpers()
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+            raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
         self._key = mx.random.key(seed) if seed is not None else None
 
     def process(self, logits: mx.array, seen: mx.array | None) -> mx.array:

@@ -89,9 +89,14 @@ class LlamaAttention(nn.Module):
     def __call__(self, x: mx.array, positions: Positions, mask: mx.array | str | None,
                  cache: KVCache | None = None, output_attentions: bool = False) -> tuple[mx.array, mx.array | None]:
         B, T, _ = x.shape
-        q = self.q_proj(x).reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
-        k = self.k_proj(x).reshape(B, T, self.num_key_value_heads, self.head_dim).transpose(0, 2, 1, 3)
-        v = self.v_proj(x).reshape(B, T, self.num_key_value_heads, self.head_dim).transpose(0, 2, 1, 3)
+        if "qkv_proj" in self:  # fused at load time (modeling/fused.py)
+            n_q = self.num_heads * self.head_dim
+            q, k, v = mx.split(self.qkv_proj(x), [n_q, n_q + self.num_key_value_heads * self.head_dim], axis=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        k = k.reshape(B, T, self.num_key_value_heads, self.head_dim).transpose(0, 2, 1, 3)
+        v = v.reshape(B, T, self.num_key_value_heads, self.head_dim).transpose(0, 2, 1, 3)
         q, k = positions.apply(q), positions.apply(k)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
@@ -133,6 +138,9 @@ class LlamaMLP(nn.Module):
         self.act_fn = ACT2FN[config.hidden_act]
 
     def __call__(self, x: mx.array) -> mx.array:
+        if "gate_up_proj" in self:  # fused at load time (modeling/fused.py)
+            gate, up = mx.split(self.gate_up_proj(x), 2, axis=-1)
+            return self.down_proj(self.act_fn(gate) * up)
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -209,7 +217,7 @@ class LlamaModel(PreTrainedModel):
 
     def embed(self, input_ids: mx.array) -> mx.array:
         """Token lookup; in training the padding row gets no gradient, as torch's `padding_idx` does."""
-        if self.training and self.padding_idx is not None:
+        if self.training and self.padding_idx is not None and isinstance(self.embed_tokens, nn.Embedding):
             weight = self.embed_tokens.weight
             is_pad = (mx.arange(weight.shape[0]) == self.padding_idx)[:, None]
             return mx.where(is_pad, mx.stop_gradient(weight), weight)[input_ids]

@@ -25,6 +25,7 @@ from ..config import LlamaConfig
 from ..dtypes import dtype_name
 from ..errors import CheckpointError
 from ..generation.config import GenerationConfig
+from .fused import unfuse_weights
 from .load_options import auto_dtype, pop_load_options, requested_dtype
 from .quantized import quantize_model
 
@@ -89,9 +90,9 @@ class PreTrainedModel(nn.Module):
             raise AttributeError("layers")
         return base["layers"]
 
-    def make_cache(self) -> list[KVCache]:
-        """Fresh preallocating KV caches, one per decoder layer."""
-        return make_cache(len(self.layers))
+    def make_cache(self, **options: Any) -> list[KVCache]:
+        """Fresh KV caches, one per decoder layer; `options` pick a rotating or quantized one (cache.make_cache)."""
+        return make_cache(len(self.layers), **options)
 
     # ---- loading -------------------------------------------------------------------------------------------
 
@@ -121,12 +122,15 @@ class PreTrainedModel(nn.Module):
         weights = model.sanitize(weights)
         if config.quantization:
             q = config.quantization
+            if not any(k.endswith(".scales") for k in weights):
+                raise CheckpointError(f"{path}: config.json has a `quantization` block, but no tensor has .scales; "
+                                      "the weights are not quantized")
             quantize_model(model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in weights,
                            cpu=is_cpu_backend())
         if requested == "auto":
             requested = auto_dtype(config, weights)
         target = model._compute_dtype(weights, requested)
-        weights = {k: _cast(k, v, target) for k, v in weights.items()}
+        weights = {k: _to_compute_dtype(k, v, target) for k, v in weights.items()}
         model.load_checked(weights, str(path))
         if target is not None:
             model.config.torch_dtype = dtype_name(target)
@@ -191,6 +195,10 @@ class PreTrainedModel(nn.Module):
             warnings.warn(f"{source}: {', '.join(head_missing)} not in the checkpoint; newly initialised "
                           "(train the head before use)", stacklevel=3)
         for key, value in weights.items():
+            dtype = getattr(value, "dtype", None)
+            if (isinstance(dtype, mx.Dtype) and mx.issubdtype(expected[key].dtype, mx.floating)
+                    and not mx.issubdtype(dtype, mx.floating)):
+                raise CheckpointError(f"{source}: tensor {key} is {dtype_name(dtype)}, expected floating point")
             if value.shape != expected[key].shape:
                 raise CheckpointError(f"{source}: tensor {key} has shape {tuple(value.shape)}, "
                                       f"expected {tuple(expected[key].shape)} from config.json")
@@ -214,7 +222,7 @@ class PreTrainedModel(nn.Module):
     def save_pretrained(self, path: str | Path, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> None:
         """Write config.json and model.safetensors (or shards + index) readable by Transformers and by us."""
         path = Path(path)
-        weights = dict(tree_flatten(self.parameters()))
+        weights = unfuse_weights(dict(tree_flatten(self.parameters())), self.config)
         floats = [v.dtype for k, v in weights.items() if mx.issubdtype(v.dtype, mx.floating) and "scales" not in k]
         self.config.architectures = [type(self).__name__]
         if floats:
@@ -224,6 +232,12 @@ class PreTrainedModel(nn.Module):
             self.generation_config.save_pretrained(path)
         save_safetensors(path, weights, max_shard_size)
 
+    def load_adapter(self, adapter_path: str | Path) -> Any:
+        """Apply a PEFT-format LoRA/DoRA adapter directory in place (as Transformers' PEFT integration)."""
+        from ..lora.adapter_io import load_adapter  # deferred: mlx_llama.lora builds on the models
+
+        return load_adapter(self, adapter_path)
+
     def generate(self, *args: Any, **kwargs: Any) -> mx.array:
         """Transformers-style `generate` (prompt + new ids); implemented in `mlx_llama.generation`."""
         from ..generation.api import model_generate  # deferred: generation builds on the models
@@ -231,7 +245,7 @@ class PreTrainedModel(nn.Module):
         return model_generate(self, *args, **kwargs)  # resolve_options merges self.generation_config
 
 
-def _cast(key: str, value: mx.array, target: mx.Dtype | None) -> mx.array:
+def _to_compute_dtype(key: str, value: mx.array, target: mx.Dtype | None) -> mx.array:
     """Cast floating tensors to the compute dtype; packed quantized weights (integers) stay as they are."""
     if target is None or not mx.issubdtype(value.dtype, mx.floating) or value.dtype == target:
         return value

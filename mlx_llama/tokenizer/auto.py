@@ -1,14 +1,17 @@
 """`AutoTokenizer.from_pretrained(path)`: the class Transformers' AutoTokenizer would pick for a directory.
 
 The fast tokenizer when `tokenizer.json` exists (`LlamaTokenizerFast` for LLaMA tokenizer classes and
-model types, `PreTrainedTokenizerFast` otherwise, e.g. Llama 3's), else the SentencePiece `LlamaTokenizer`.
+model types, `PreTrainedTokenizerFast` otherwise, e.g. Llama 3's), else the SentencePiece `LlamaTokenizer` (or,
+for Meta's Llama 3 tiktoken `tokenizer.model`, a fast tokenizer converted in memory).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
+from ..checkpoint.tiktoken_bpe import is_tiktoken_file
 from ..errors import TokenizerError
 from ..jsonio import read_json_object
 from .fast import LlamaTokenizerFast, PreTrainedTokenizerFast
@@ -51,12 +54,32 @@ def tokenizer_class_for(path: str | os.PathLike, use_fast: bool = True) -> type:
     if has_fast and (use_fast or not has_slow):
         llama = name in _LLAMA_CLASSES or (name is None and _model_type(path) in _LLAMA_MODEL_TYPES)
         return LlamaTokenizerFast if llama else PreTrainedTokenizerFast
+    if has_slow and is_tiktoken_file(Path(path) / VOCAB_FILE):
+        return _TiktokenTokenizer
     if has_slow:
         return LlamaTokenizer
     raise TokenizerError(
         f"{path}: no tokenizer found: expected {TOKENIZER_FILE} (fast tokenizer) or {VOCAB_FILE} (SentencePiece) "
         "beside the weights; copy them from the original checkpoint"
     )
+
+
+class _TiktokenTokenizer:
+    """A Meta Llama 3 directory (tiktoken tokenizer.model, no tokenizer.json): converted in memory, as
+    Transformers falls back to its tiktoken conversion."""
+
+    @staticmethod
+    def from_pretrained(path: str | os.PathLike, **kwargs: Any) -> PreTrainedTokenizerFast:
+        import json
+
+        import tokenizers
+
+        from ..checkpoint.tiktoken_bpe import BOS, EOS, tokenizer_json
+
+        data = tokenizer_json(Path(path) / VOCAB_FILE)
+        backend = tokenizers.Tokenizer.from_str(json.dumps(data))
+        defaults = {"bos_token": BOS, "eos_token": EOS, "clean_up_tokenization_spaces": True}
+        return PreTrainedTokenizerFast(tokenizer_object=backend, **{**defaults, **kwargs})
 
 
 class AutoTokenizer:

@@ -190,6 +190,8 @@ def apply_chat_template(
     """
     if continue_final_message and add_generation_prompt:
         raise TokenizerError("continue_final_message and add_generation_prompt cannot both be set")
+    if kwargs.pop("return_assistant_tokens_mask", False):
+        raise TokenizerError("return_assistant_tokens_mask is not supported (it needs {% generation %} blocks)")
     batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
     chats = list(conversation) if batched else [conversation]
     template = select_template(tok.chat_template, chat_template, tools)

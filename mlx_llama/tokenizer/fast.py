@@ -8,6 +8,7 @@ and `LlamaTokenizerFast` (4.57): same special tokens, post-processor, padding, t
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -18,7 +19,15 @@ import numpy as np
 from ..errors import TokenizerError
 from .added import AddedToken, as_added_token, check_added_ids
 from .base import TokenizerBase, check_side, id_list
-from .files import CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_FILE, VOCAB_FILE, read_init_kwargs, write_json
+from .files import (
+    CONFIG_FILE,
+    SPECIAL_TOKENS_MAP_FILE,
+    TOKENIZER_FILE,
+    VOCAB_FILE,
+    read_init_kwargs,
+    template_for_config,
+    write_json,
+)
 
 
 def _load_backend(tokenizer_file: str):
@@ -137,7 +146,7 @@ class PreTrainedTokenizerFast(TokenizerBase):
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
         if self.chat_template is not None:
-            config["chat_template"] = self.chat_template
+            config["chat_template"] = template_for_config(self.chat_template)
         return config
 
     def save_pretrained(self, path: str | os.PathLike) -> tuple[str, ...]:
@@ -348,6 +357,19 @@ class LlamaTokenizerFast(PreTrainedTokenizerFast):
                 "needs one of them (copy them from the original checkpoint)"
             )
         return sentencepiece_to_tokenizers(vocab_file, legacy=self.legacy, add_prefix_space=self.add_prefix_space)
+
+    def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str]:
+        """Copy `tokenizer.model` (as `[prefix-]tokenizer.model`); Transformers' rule: only with a vocab file."""
+        if not (self.vocab_file and os.path.isfile(self.vocab_file)):
+            raise TokenizerError("this fast tokenizer was not loaded with a tokenizer.model, so it has no "
+                                 "sentencepiece vocabulary to save (save_pretrained writes tokenizer.json)")
+        if not os.path.isdir(save_directory):
+            raise TokenizerError(f"{save_directory}: save_vocabulary needs an existing directory")
+        name = f"{filename_prefix}-{VOCAB_FILE}" if filename_prefix else VOCAB_FILE
+        out = os.path.join(os.fspath(save_directory), name)
+        if os.path.abspath(out) != os.path.abspath(self.vocab_file):
+            shutil.copyfile(self.vocab_file, out)
+        return (out,)
 
     def update_post_processor(self) -> None:
         """`[bos] A [eos]` (and the same around B) per add_bos_token/add_eos_token, as Transformers builds it."""

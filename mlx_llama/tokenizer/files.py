@@ -165,6 +165,13 @@ def read_init_kwargs(path: str) -> dict[str, Any]:
     return init
 
 
+def template_for_config(template: str | dict[str, str]) -> str | list[dict[str, str]]:
+    """Named templates as tokenizer_config.json stores them: [{"name": ..., "template": ...}, ...]."""
+    if isinstance(template, dict):
+        return [{"name": name, "template": text} for name, text in template.items()]
+    return template
+
+
 def write_json(path: str, data: dict[str, Any]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, ensure_ascii=False)

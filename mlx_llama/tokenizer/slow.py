@@ -29,7 +29,7 @@ import sentencepiece as spm
 from ..errors import TokenizerError
 from .added import AddedToken, as_added_token, check_added_ids
 from .base import TokenizerBase, check_side, id_list
-from .files import CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, VOCAB_FILE, read_init_kwargs, write_json
+from .files import CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, VOCAB_FILE, read_init_kwargs, template_for_config, write_json
 
 SPIECE_UNDERLINE = "\u2581"
 # A serialized `normalizer_spec { add_dummy_prefix: false }` (ModelProto field 3, NormalizerSpec field 3).
@@ -176,7 +176,7 @@ class LlamaTokenizer(TokenizerBase):
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
         if self.chat_template is not None:
-            config["chat_template"] = self.chat_template
+            config["chat_template"] = template_for_config(self.chat_template)
         config_out = os.path.join(path, CONFIG_FILE)
         map_out = os.path.join(path, SPECIAL_TOKENS_MAP_FILE)
         write_json(config_out, config)

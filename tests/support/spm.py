@@ -24,9 +24,9 @@ def train_spm(lines: list[str], vocab_size: int, **options) -> bytes:
     return buffer.getvalue()
 
 
-def write_llama_tokenizer(directory: Path, lines: list[str], vocab_size: int) -> int:
-    """tokenizer.model (no byte fallback) and a LlamaTokenizer tokenizer_config.json; returns the vocab size."""
-    model = train_spm(lines, vocab_size, byte_fallback=False)
+def write_llama_tokenizer(directory: Path, lines: list[str], vocab_size: int, byte_fallback: bool = False) -> int:
+    """tokenizer.model and a LlamaTokenizer tokenizer_config.json (legacy=False, bos added); returns the vocab size."""
+    model = train_spm(lines, vocab_size, byte_fallback=byte_fallback)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "tokenizer.model").write_bytes(model)
     config = {"tokenizer_class": "LlamaTokenizer", "legacy": False, "add_bos_token": True, "add_eos_token": False}
