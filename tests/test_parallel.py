@@ -19,7 +19,7 @@ pytest.importorskip("transformers")
 
 from support.checkpoints import write_checkpoint  # noqa: E402
 from support.parallel_worker import run_checks  # noqa: E402
-from support.ranks import describe, free_ports, run_launcher, run_ranks  # noqa: E402
+from support.ranks import describe, free_ports, run_launcher, run_ranks, start_ranks, stop_ranks, wait_for_http  # noqa: E402
 
 import mlx_llama  # noqa: E402
 from mlx_llama.errors import ConfigError  # noqa: E402
@@ -199,3 +199,37 @@ def test_cli_chat_rank0_reads_and_prints(checkpoints, capsys, monkeypatch, tmp_p
     assert all(r.returncode == 0 for r in results), describe(results)
     assert results[0].stdout == expected
     assert results[1].stdout == ""
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_serve_rank0_http_with_concurrent_requests(checkpoints, references, tmp_path):
+    """Rank 0 serves; 3 concurrent greedy completions (continuous batching, mirrored on rank 1) each equal the
+    single-process text; SIGTERM to rank 0 stops both ranks cleanly."""
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    model, tokenizer = mlx_llama.load(checkpoints["gqa"])
+    prompts = ["the cat sat", "a small boat sailed", "birds sang in tall green"]
+    expected = [mlx_llama.generate(model, tokenizer, p, 8) for p in prompts]
+    port = free_ports(1)[0]
+    argv = ["-m", "mlx_llama", "serve", "--model", str(checkpoints["gqa"]), "--port", str(port), "--parallel",
+            "tensor", "--quiet"]
+    procs = start_ranks(argv, tmp_path, n=2)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/health", procs, timeout=60)
+
+        def complete(prompt):
+            body = {"model": "m", "prompt": prompt, "max_tokens": 8, "temperature": 0}
+            return httpx.post(f"{base}/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+
+        with ThreadPoolExecutor(3) as pool:
+            assert list(pool.map(complete, prompts)) == expected
+        procs[0].send_signal(signal.SIGTERM)
+        assert [p.wait(timeout=30) for p in procs] == [0, 0]
+    finally:
+        stop_ranks(procs)

@@ -99,3 +99,36 @@ def run_launcher(cmd: list[str], timeout: float) -> tuple[str, str]:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def start_ranks(args: list[str], workdir: Path, n: int = 2) -> list[subprocess.Popen]:
+    """Start long-running ranks (a server); the caller must `stop_ranks` them in a finally block."""
+    hostfile = workdir / "hosts.json"
+    hostfile.write_text(json.dumps([f"127.0.0.1:{p}" for p in free_ports(n)]))
+    return [subprocess.Popen([sys.executable, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=open(workdir / f"rank{rank}.err", "w"),
+                             env={**os.environ, "MLX_HOSTFILE": str(hostfile), "MLX_RANK": str(rank), **SHARED_CORES})
+            for rank in range(n)]
+
+
+def stop_ranks(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def wait_for_http(url: str, procs: list[subprocess.Popen], timeout: float) -> None:
+    """Poll `url` until it answers; fail early when a rank died."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise AssertionError(f"a rank exited early: {[p.poll() for p in procs]}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
