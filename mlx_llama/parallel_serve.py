@@ -21,17 +21,35 @@ from .server.sampler import SamplingOptions
 from .server.scheduler import Job, Scheduler
 
 
+def _tagged(value: Any) -> Any:
+    """A JSON-mode schema node as plain JSON: tuples and frozensets tagged, dict keys kept as pairs."""
+    if isinstance(value, dict):
+        return {"dict": [[_tagged(k), _tagged(v)] for k, v in value.items()]}
+    if isinstance(value, (tuple, frozenset, list)):
+        return {type(value).__name__: [_tagged(v) for v in value]}
+    return value
+
+
+def _untagged(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    (kind, items), = value.items()
+    if kind == "dict":
+        return {_untagged(k): _untagged(v) for k, v in items}
+    return {"tuple": tuple, "frozenset": frozenset, "list": list}[kind](_untagged(v) for v in items)
+
+
 def _options_json(options: SamplingOptions) -> dict[str, Any]:
     out = {f.name: getattr(options, f.name) for f in fields(options)}
     out["logit_bias"] = [[int(k), float(v)] for k, v in options.logit_bias.items()]
-    out["recognizer"] = None if options.recognizer is None else options.recognizer.node
+    out["recognizer"] = None if options.recognizer is None else _tagged(options.recognizer.node)
     return out
 
 
 def _options(data: dict[str, Any]) -> SamplingOptions:
     data = dict(data)
     data["logit_bias"] = {int(k): v for k, v in data["logit_bias"]}
-    data["recognizer"] = None if data["recognizer"] is None else JsonRecognizer(data["recognizer"])
+    data["recognizer"] = None if data["recognizer"] is None else JsonRecognizer(_untagged(data["recognizer"]))
     return SamplingOptions(**data)
 
 

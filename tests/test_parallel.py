@@ -233,3 +233,19 @@ def test_serve_rank0_http_with_concurrent_requests(checkpoints, references, tmp_
         assert [p.wait(timeout=30) for p in procs] == [0, 0]
     finally:
         stop_ranks(procs)
+
+
+def test_serve_sends_sampling_options_and_json_schemas_intact():
+    """What rank 0 sends its peers per request survives JSON: logit bias keys, seeds, compiled schema nodes."""
+    from mlx_llama.parallel_serve import _options, _options_json
+    from mlx_llama.server.json_constraint import recognizer_for
+    from mlx_llama.server.sampler import SamplingOptions
+
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"enum": ["x", "y"]},
+                                               "c": {"type": "array", "items": {"type": "string"}}}, "required": ["a"]}
+    for fmt in ({"type": "json_schema", "json_schema": {"schema": schema}}, {"type": "json_object"}):
+        sent = SamplingOptions(temperature=0.5, top_k=3, logit_bias={3: -1.5}, seed=4, logprobs=2,
+                               recognizer=recognizer_for(fmt))
+        got = _options(json.loads(json.dumps(_options_json(sent))))
+        assert got.recognizer.node == sent.recognizer.node
+        assert (got.temperature, got.top_k, got.logit_bias, got.seed, got.logprobs) == (0.5, 3, {3: -1.5}, 4, 2)
