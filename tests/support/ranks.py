@@ -105,10 +105,13 @@ def start_ranks(args: list[str], workdir: Path, n: int = 2) -> list[subprocess.P
     """Start long-running ranks (a server); the caller must `stop_ranks` them in a finally block."""
     hostfile = workdir / "hosts.json"
     hostfile.write_text(json.dumps([f"127.0.0.1:{p}" for p in free_ports(n)]))
-    return [subprocess.Popen([sys.executable, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=open(workdir / f"rank{rank}.err", "w"),
-                             env={**os.environ, "MLX_HOSTFILE": str(hostfile), "MLX_RANK": str(rank), **SHARED_CORES})
-            for rank in range(n)]
+    procs = []
+    for rank in range(n):
+        with open(workdir / f"rank{rank}.err", "w") as err:  # the child keeps its own copy of the descriptor
+            env = {**os.environ, "MLX_HOSTFILE": str(hostfile), "MLX_RANK": str(rank), **SHARED_CORES}
+            procs.append(subprocess.Popen([sys.executable, *args], stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=err, env=env))
+    return procs
 
 
 def stop_ranks(procs: list[subprocess.Popen]) -> None:
