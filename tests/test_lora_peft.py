@@ -7,6 +7,7 @@ import json
 
 import mlx.core as mx
 import numpy as np
+import peft
 import pytest
 import torch
 import transformers
@@ -76,3 +77,25 @@ def test_peft_key_names_and_layout(tmp_path):
     (bad / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(mlx_llama.MlxLlamaError, match="peft_type 'IA3'"):
         mlx_llama.LlamaForCausalLM.from_pretrained(tmp_path / "base").load_adapter(bad)
+
+
+def test_peft_adapter_with_trained_biases(tmp_path):
+    """bias='all': PEFT saves every bias (wrapped ones as `...q_proj.base_layer.bias`); they load here."""
+    base = save_base(tmp_path / "base", attention_bias=True)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], bias="all",
+                             init_lora_weights=False)
+    peft_m = peft.get_peft_model(base, config)
+    with torch.no_grad():
+        for name, p in peft_m.named_parameters():
+            if name.endswith("bias"):
+                p.add_(torch.randn_like(p))
+    peft_m.save_pretrained(tmp_path / "adapter")
+    keys = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert "base_model.model.model.layers.0.self_attn.q_proj.base_layer.bias" in keys
+    assert "base_model.model.model.layers.0.self_attn.k_proj.bias" in keys
+    ids = token_ids()
+    with torch.no_grad():
+        expected = peft_m.eval()(input_ids=torch.tensor(ids)).logits.numpy()
+    model = mlx_llama.LlamaForCausalLM.from_pretrained(tmp_path / "base")
+    model.load_adapter(tmp_path / "adapter")
+    np.testing.assert_allclose(np.array(model(mx.array(ids)).logits), expected, atol=1e-4, rtol=1e-4)

@@ -133,8 +133,11 @@ def load_with_adapter(path: str | Path, adapter_path: str | Path, dtype: str | m
     overrides = {}
     if config.task_type in ("SEQ_CLS", "TOKEN_CLS") and (Path(adapter_path) / ADAPTER_WEIGHTS).is_file():
         score = load_safetensors(Path(adapter_path) / ADAPTER_WEIGHTS).get(PEFT_PREFIX + "score.weight")
-        if score is not None:
-            overrides["num_labels"] = score.shape[0]
+        base_labels = cls.config_class.from_pretrained(path).num_labels
+        if score is not None and score.shape[0] != base_labels:  # names are not in the adapter (nor in PEFT's)
+            n = score.shape[0]
+            overrides = {"id2label": {i: f"LABEL_{i}" for i in range(n)}, "label2id": {f"LABEL_{i}": i
+                                                                                      for i in range(n)}}
     model = cls.from_pretrained(path, dtype=dtype, **overrides)
     load_adapter(model, adapter_path)
     return model

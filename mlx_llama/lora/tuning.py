@@ -85,6 +85,8 @@ def finetune(model: nn.Module, tokenizer: Any, data_dir: str | Path, adapter_pat
     def save(_: int | None = None) -> None:
         if fine_tune_type == "full":
             model.save_pretrained(adapter_path)
+            if hasattr(tokenizer, "save_pretrained"):  # a whole model directory: usable on its own
+                tokenizer.save_pretrained(adapter_path)
         else:
             save_adapter(model, config, adapter_path, train_heads)
 
