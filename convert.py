@@ -8,5 +8,5 @@ if __name__ == "__main__":
 
         sys.exit(main())
     except KeyboardInterrupt:  # Ctrl-C before the converter started: nothing was written
-        print("\nerror: interrupted; nothing was written", file=sys.stderr)
+        print("error: interrupted; nothing was written", file=sys.stderr)
         sys.exit(130)

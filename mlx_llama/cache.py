@@ -281,6 +281,21 @@ class QuantizedKVCache:
 CACHE_CLASSES = {"KVCache": KVCache, "RotatingKVCache": RotatingKVCache, "QuantizedKVCache": QuantizedKVCache}
 
 
+CACHE_OPTIONS = ("max_kv_size", "kv_bits", "kv_group_size", "quantized_kv_start", "keep")
+
+
+def check_cache_options(options: dict, have_cache: bool = False) -> dict:
+    """The given (non-None) KV cache options; a clear error for unknown names or options beside a given cache."""
+    unknown = sorted(set(options) - set(CACHE_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; the KV cache options are "
+                          f"{', '.join(CACHE_OPTIONS)}")
+    given = {k: v for k, v in options.items() if v is not None}
+    if given and have_cache:
+        raise ConfigError(f"{', '.join(given)} choose a new KV cache: not with cache= (it already has its kind)")
+    return given
+
+
 def make_cache(num_layers: int, max_kv_size: int | None = None, kv_bits: int | None = None,
                kv_group_size: int = 64, quantized_kv_start: int = 0, keep: int = 4) -> list:
     """One fresh cache per decoder layer: float (default), rotating (`max_kv_size`) or quantized (`kv_bits`)."""

@@ -515,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the partial output is already removed
         terminated = isinstance(exc, Terminated)
-        print(f"\nerror: {'terminated' if terminated else 'interrupted'}; nothing was written", file=sys.stderr)
+        end_bar = "\n" if sys.stderr.isatty() else ""  # a progress bar may be mid-line
+        print(f"{end_bar}error: {'terminated' if terminated else 'interrupted'}; nothing was written", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     if not args.quiet:
         print(f"wrote {out}", file=sys.stderr)

@@ -227,7 +227,7 @@ def test_signals_remove_the_partial_output(capsys, tmp_path, hf, monkeypatch, ho
     status = main([str(hf), str(out), "--quiet"])
     err = capsys.readouterr().err
     assert status == (143 if how == "SIGTERM" else 130)
-    assert err.strip() == f"error: {'terminated' if how == 'SIGTERM' else 'interrupted'}; nothing was written"
+    assert err == f"error: {'terminated' if how == 'SIGTERM' else 'interrupted'}; nothing was written\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no out, no .partial, no created parent
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 

@@ -138,8 +138,8 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.mark.xfail(reason="tokenizer_config.json field types are checked in the tokenizer package (branch i10); "
-                   "until then e.g. a list for added_tokens_decoder raises AttributeError", strict=False)
+@pytest.mark.xfail(reason="tokenizer side (branch i10): e.g. bos_token null with add_bos_token true puts None "
+                   "into input_ids and decode raises TypeError", strict=False)
 @settings(FUZZ, max_examples=60, phases=(Phase.explicit, Phase.generate))  # no shrinking: bounded time
 @given(changes=st.dictionaries(st.sampled_from(TOKENIZER_FIELDS), json_values, min_size=1, max_size=2))
 def test_tokenizer_config_values(tokenizer_dir, changes):

@@ -73,6 +73,12 @@ def test_heads_and_shapes(model):
         model(mx.array([[1, 2, 3]]), attention_mask=mx.ones((2, 3)))
     with pytest.raises(InputError, match="labels must be integers of shape \\[1, 3\\]"):
         model(mx.array([[1, 2, 3]]), labels=mx.array([[1, 2]]))
+    with pytest.raises(InputError, match="expected an array, got text 'all'"):
+        model(mx.array([[1, 2, 3]]), attention_mask="all")
+    with pytest.raises(InputError, match="position_ids must be integers of shape \\[batch, 3\\]"):
+        model(mx.array([[1, 2, 3]]), position_ids=[["a", "b", "c"]])
+    with pytest.raises(InputError, match="rectangular numeric array"):
+        model(inputs_embeds=[[[0.0] * 32], [[0.0] * 31]])
     with pytest.raises(InputError, match="inputs_embeds must be \\[batch, length, 32\\]"):
         model(inputs_embeds=mx.zeros((1, 3, 31)))
 

@@ -116,6 +116,10 @@ def test_quantized_cache_rejects_bad_settings(wide):
         model(mx.array([[1, 2]]), past_key_values=model.make_cache(kv_bits=4, kv_group_size=64))
     with pytest.raises(ConfigError, match="not both"):
         model.make_cache(kv_bits=4, max_kv_size=16)
+    with pytest.raises(ConfigError, match="unknown option"):
+        next(stream_generate(model, None, [1, 2], 2, kv_bitz=4))
+    with pytest.raises(ConfigError, match="not with cache="):
+        next(stream_generate(model, None, [1, 2], 2, cache=model.make_cache(), kv_bits=4))
     with pytest.raises(ConfigError, match="unpadded"):
         model.generate(mx.array([[0, 1, 2], [1, 2, 3]]), attention_mask=mx.array([[0, 1, 1], [1, 1, 1]]),
                        cache_implementation="sliding_window", cache_config={"max_kv_size": 16})

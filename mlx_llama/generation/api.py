@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from ..cache import transformers_cache_options
+from ..cache import check_cache_options, transformers_cache_options
 from ..errors import ConfigError, InputError
 from ..token_ids import check_ids
 from .beam import BeamSettings, beam_search
@@ -181,6 +181,7 @@ def stream_generate(
     decoding (batch 1; same greedy output, same sampling distribution). `cache_options` choose the KV cache:
     `max_kv_size` (rotating), `kv_bits`/`kv_group_size`/`quantized_kv_start` (quantized); see cache.make_cache.
     """
+    cache_options = check_cache_options(cache_options, have_cache=cache is not None)
     params = SamplingParams.from_temperature(temperature, top_k, top_p, min_p, repetition_penalty)
     ids = _encode_prompt(tokenizer, prompt, _vocab_size(model))
     if not ids:
@@ -190,7 +191,7 @@ def stream_generate(
         warnings.warn(too_long, stacklevel=2)
     eos = set(_eos_list(eos_token_id)) if eos_token_id is not None else stop_ids(model, tokenizer)
     if cache is None:
-        cache = model.make_cache(**{k: v for k, v in cache_options.items() if v is not None})
+        cache = model.make_cache(**cache_options)
     detok, stopper = _detokenizer(tokenizer), _StopStrings(stop or [])  # built before the clock starts
     mx.reset_peak_memory()
     clock = _Clock()

@@ -45,7 +45,12 @@ def as_array(x: Any, dtype: mx.Dtype | None = None) -> mx.array | None:
     if x is None:
         return None
     if not isinstance(x, mx.array):
-        x = mx.array(np.asarray(x))
+        if isinstance(x, (str, bytes)):
+            raise InputError(f"expected an array, got text {x[:40]!r}")
+        try:
+            x = mx.array(np.asarray(x))
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"expected a rectangular numeric array ({exc})") from None
     return x if dtype is None or x.dtype == dtype else x.astype(dtype)
 
 
@@ -282,7 +287,10 @@ class LlamaModel(PreTrainedModel):
             return Positions(rope, past)
         if isinstance(position_ids, mx.array) and T == 1 and rope.rope_type not in ("dynamic", "longrope"):
             return Positions(rope, position_ids.reshape(-1).astype(mx.int32))  # no host sync per decode step
-        ids = np.asarray(position_ids).astype(np.int64).reshape(-1, T)
+        try:
+            ids = np.asarray(position_ids).astype(np.int64).reshape(-1, T)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"position_ids must be integers of shape [batch, {T}] ({exc})") from None
         rope.update(int(ids.max()) + 1)
         starts = ids[:, :1]
         if np.array_equal(ids - starts, np.broadcast_to(np.arange(T), ids.shape)):
