@@ -96,7 +96,7 @@ def test_two_ranks_generate_as_one_process(ranks, references, name, mode):
     ref = references[name]
     for rank, results in enumerate(ranks):
         got = results[f"{name}/{mode}"]
-        for key in ("greedy", "continued", "batch", "text", "beams"):
+        for key in ("greedy", "continued", "batch", "text", "beams", "rotating"):
             assert got[key] == ref[key], f"rank {rank} {key}"
         np.testing.assert_allclose(got["logits"], ref["logits"], atol=2e-4, rtol=1e-4)
         # Layer weights dominate these models, so each rank holds about half of them.
