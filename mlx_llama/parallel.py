@@ -24,7 +24,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from .cache import KVCache
+from .cache import make_cache as make_layer_caches
 from .checkpoint.layers import check_layer_count
 from .checkpoint.safetensors_io import checkpoint_files
 from .checkpoint.sliced import SlicedReader
@@ -255,8 +255,10 @@ def _pipeline_wrap(model: nn.Module, plan: ParallelPlan, group: mx.distributed.G
         model.lm_head = StageHead(model.lm_head, config.vocab_size, group)
     base.embed_tokens.dtype = _hidden_dtype(base.embed_tokens, group)
 
-    def make_cache() -> list:
-        return [KVCache() if plan.owns(i) else OffsetCache() for i in range(len(base.layers))]
+    def make_cache(**options: Any) -> list:
+        """The KV caches of this rank's layers (float, rotating or quantized as asked), offsets elsewhere."""
+        caches = make_layer_caches(len(base.layers), **options)
+        return [cache if plan.owns(i) else OffsetCache() for i, cache in enumerate(caches)]
 
     model.make_cache = make_cache
     base.make_cache = make_cache  # LlamaModel makes its own caches when called without them

@@ -6,9 +6,7 @@ products in another order). Rank start-up dominates, so one launch runs every ch
 """
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,12 +14,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from support.checkpoints import write_checkpoint  # noqa: E402
 from support.parallel_worker import run_checks  # noqa: E402
-from support.ranks import SHARED_CORES, describe, free_ports, run_ranks  # noqa: E402
+from support.ranks import describe, free_ports, run_launcher, run_ranks, start_ranks, stop_ranks, wait_for_http  # noqa: E402
 
 import mlx_llama  # noqa: E402
 from mlx_llama.errors import ConfigError  # noqa: E402
@@ -30,7 +28,7 @@ from mlx_llama.parallel import ParallelPlan, parameter_bytes, pipeline_plan, ten
 WORKER = Path(__file__).parent / "support" / "parallel_worker.py"
 MODES = ("tensor", "pipeline")
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=4)
-CHECKPOINTS = ("gqa", "mha", "gqa4", "mha4", "open")
+CHECKPOINTS = ("gqa", "mha", "gqa4", "mha4", "open", "bias")
 
 
 def open_llama_checkpoint(directory: Path, tokenizer_from: Path) -> None:
@@ -57,6 +55,12 @@ def checkpoints(tmp_path_factory):
         mlx_llama.convert_checkpoint(dirs[name], dirs[name + "4"], dtype="float32", quantize=True, q_bits=4,
                                      q_group_size=32, quiet=True)
     open_llama_checkpoint(dirs["open"], dirs["gqa"])
+    biased = write_checkpoint(dirs["bias"], seed=2, num_key_value_heads=2, attention_bias=True, mlp_bias=True, **SHAPE)
+    with torch.no_grad():  # Transformers initialises biases to zero: make them count
+        for name, param in biased.named_parameters():
+            if name.endswith(".bias"):
+                param.normal_(0.0, 0.5)
+    biased.save_pretrained(dirs["bias"], safe_serialization=True)
     return dirs
 
 
@@ -92,7 +96,7 @@ def test_two_ranks_generate_as_one_process(ranks, references, name, mode):
     ref = references[name]
     for rank, results in enumerate(ranks):
         got = results[f"{name}/{mode}"]
-        for key in ("greedy", "continued", "batch", "text", "beams"):
+        for key in ("greedy", "continued", "batch", "text", "beams", "rotating"):
             assert got[key] == ref[key], f"rank {rank} {key}"
         np.testing.assert_allclose(got["logits"], ref["logits"], atol=2e-4, rtol=1e-4)
         # Layer weights dominate these models, so each rank holds about half of them.
@@ -178,10 +182,9 @@ def test_cli_generate_under_mlx_launch_prints_once(checkpoints, capsys, monkeypa
     cmd = ["mlx.launch", "-n", "2", "--backend", "ring", "--starting-port", str(port), "--",
            sys.executable, "-m", "mlx_llama", *argv, "--parallel", "tensor"]
     # mlx.launch exits 0 even when a rank failed: its "[WARN] Node with rank R exited" line says so.
-    done = subprocess.run(cmd, input="", capture_output=True, text=True, timeout=90,
-                          env={**os.environ, **SHARED_CORES})
-    assert "exited with code" not in done.stdout + done.stderr, done.stdout + done.stderr
-    assert done.stdout == expected
+    out, err = run_launcher(cmd, timeout=90)
+    assert "exited with code" not in out + err, out + err
+    assert out == expected
 
 
 @pytest.mark.subprocess
@@ -196,3 +199,53 @@ def test_cli_chat_rank0_reads_and_prints(checkpoints, capsys, monkeypatch, tmp_p
     assert all(r.returncode == 0 for r in results), describe(results)
     assert results[0].stdout == expected
     assert results[1].stdout == ""
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_serve_rank0_http_with_concurrent_requests(checkpoints, references, tmp_path):
+    """Rank 0 serves; 3 concurrent greedy completions (continuous batching, mirrored on rank 1) each equal the
+    single-process text; SIGTERM to rank 0 stops both ranks cleanly."""
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    model, tokenizer = mlx_llama.load(checkpoints["gqa"])
+    prompts = ["the cat sat", "a small boat sailed", "birds sang in tall green"]
+    expected = [mlx_llama.generate(model, tokenizer, p, 8) for p in prompts]
+    port = free_ports(1)[0]
+    argv = ["-m", "mlx_llama", "serve", "--model", str(checkpoints["gqa"]), "--port", str(port), "--parallel",
+            "tensor", "--quiet"]
+    procs = start_ranks(argv, tmp_path, n=2)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/health", procs, timeout=60)
+
+        def complete(prompt):
+            body = {"model": "m", "prompt": prompt, "max_tokens": 8, "temperature": 0}
+            return httpx.post(f"{base}/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+
+        with ThreadPoolExecutor(3) as pool:
+            assert list(pool.map(complete, prompts)) == expected
+        procs[0].send_signal(signal.SIGTERM)
+        assert [p.wait(timeout=30) for p in procs] == [0, 0]
+    finally:
+        stop_ranks(procs)
+
+
+def test_serve_sends_sampling_options_and_json_schemas_intact():
+    """What rank 0 sends its peers per request survives JSON: logit bias keys, seeds, compiled schema nodes."""
+    from mlx_llama.parallel_serve import _options, _options_json
+    from mlx_llama.server.json_constraint import recognizer_for
+    from mlx_llama.server.sampler import SamplingOptions
+
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"enum": ["x", "y"]},
+                                               "c": {"type": "array", "items": {"type": "string"}}}, "required": ["a"]}
+    for fmt in ({"type": "json_schema", "json_schema": {"schema": schema}}, {"type": "json_object"}):
+        sent = SamplingOptions(temperature=0.5, top_k=3, logit_bias={3: -1.5}, seed=4, logprobs=2,
+                               recognizer=recognizer_for(fmt))
+        got = _options(json.loads(json.dumps(_options_json(sent))))
+        assert got.recognizer.node == sent.recognizer.node
+        assert (got.temperature, got.top_k, got.logit_bias, got.seed, got.logprobs) == (0.5, 3, {3: -1.5}, 4, 2)

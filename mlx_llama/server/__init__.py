@@ -40,7 +40,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _load(model, tokenizer, dtype, quiet: bool):
+def _load(model, tokenizer, dtype, quiet: bool, parallel: str | None = None):
     from ..loading import DEMO_MODEL, load
 
     if model is not None and not isinstance(model, (str, os.PathLike)):
@@ -51,18 +51,19 @@ def _load(model, tokenizer, dtype, quiet: bool):
         if not quiet:
             print("Serving the bundled demo model (a tiny Llama trained on a small English text); pass --model "
                   "for a real one.", file=sys.stderr)
-        m, t = load(DEMO_MODEL, dtype=dtype)
+        m, t = load(DEMO_MODEL, dtype=dtype, parallel=parallel)
         return m, t, "mlx-llama-demo"
-    m, t = load(model, dtype=dtype)
+    m, t = load(model, dtype=dtype, parallel=parallel)
     return m, t, str(model).rstrip("/").split("/")[-1] if os.path.isdir(str(model)) else str(model)
 
 
 def serve(model=None, tokenizer=None, *, host: str = "127.0.0.1", port: int = 8080, dtype: str | None = None,
           max_concurrency: int = 8, prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES, api_key: str | None = None,
           cors_origins: Sequence[str] | None = None, prefill_step_size: int = 512, model_id: str | None = None,
-          quiet: bool = False) -> None:
+          quiet: bool = False, parallel: str | None = None) -> None:
     """Serve a model (a path or Hub id, the demo model when None, or a loaded model plus tokenizer) until
-    SIGINT/SIGTERM. Blocks; returns normally after a signal-driven shutdown.
+    SIGINT/SIGTERM. Blocks; returns normally after a signal-driven shutdown. With `parallel="tensor"` (under
+    mlx.launch) rank 0 serves HTTP and the other ranks compute along (see mlx_llama.parallel_serve).
     """
     uvicorn = _uvicorn()
     if max_concurrency < 1:
@@ -71,17 +72,21 @@ def serve(model=None, tokenizer=None, *, host: str = "127.0.0.1", port: int = 80
         raise MlxLlamaError(f"prefill_step_size must be at least 1, got {prefill_step_size}")
     if not 0 <= port <= 65535:
         raise MlxLlamaError(f"port must be in 0..65535, got {port}")
+    from ..parallel_serve import is_follower, make_scheduler
     from .app import ServerState, create_app
-    from .scheduler import Scheduler
 
+    options = dict(max_concurrency=max_concurrency, prompt_cache_bytes=prompt_cache_bytes,
+                   prefill_step_size=prefill_step_size)
+    if is_follower(parallel):  # no HTTP here: run rank 0's scheduler steps until it stops
+        model, tokenizer, _ = _load(model, tokenizer, dtype, True, parallel)
+        return make_scheduler(model, tokenizer, parallel, **options).run_until(lambda: False)
     sock = _listen(host, port)
     try:
-        model, tokenizer, name = _load(model, tokenizer, dtype, quiet)
+        model, tokenizer, name = _load(model, tokenizer, dtype, quiet, parallel)
+        scheduler = make_scheduler(model, tokenizer, parallel, **options)
     except BaseException:
         sock.close()
         raise
-    scheduler = Scheduler(model, tokenizer, max_concurrency=max_concurrency, prompt_cache_bytes=prompt_cache_bytes,
-                          prefill_step_size=prefill_step_size)
     state = ServerState(scheduler, tokenizer, model_id or name, api_key=api_key)
     app = create_app(state, list(cors_origins or []))
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2,

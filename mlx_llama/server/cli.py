@@ -38,6 +38,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--model-id", help="the model name reported by /v1/models (default: from --model)")
     p.add_argument("--prefill-step-size", type=int, default=512, help="prompt tokens per prefill chunk")
     p.add_argument("--quiet", action="store_true", help="no notices on stderr")
+    p.add_argument("--parallel", choices=("tensor",),
+                   help="split the model over the ranks started by mlx.launch; rank 0 serves HTTP")
     return p
 
 
@@ -48,4 +50,5 @@ def run(args: argparse.Namespace) -> None:
         raise MlxLlamaError(f"--max-concurrency must be at least 1, got {args.max_concurrency}")
     serve(args.model, host=args.host, port=args.port, dtype=args.dtype, max_concurrency=args.max_concurrency,
           prompt_cache_bytes=args.prompt_cache_bytes, api_key=args.api_key or None, cors_origins=args.cors_origin,
-          prefill_step_size=args.prefill_step_size, model_id=args.model_id, quiet=args.quiet)
+          prefill_step_size=args.prefill_step_size, model_id=args.model_id, quiet=args.quiet,
+          parallel=args.parallel)

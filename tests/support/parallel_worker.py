@@ -28,6 +28,7 @@ def run_checks(model, tokenizer) -> dict:
                                                  eos_token_id=[], **kw)]
 
     greedy = stream(PROMPT, 10)
+    rotating = stream(PROMPT, 8, max_kv_size=10)  # a rotating KV cache, smaller than the prompt
     cache = model.make_cache()
     first = stream(PROMPT, 4, cache=cache)
     for layer in cache:  # drop the last two positions, as the chat command does when re-rendering a turn
@@ -38,7 +39,7 @@ def run_checks(model, tokenizer) -> dict:
     beams = model.generate(mx.array(FORWARD), num_beams=3, max_new_tokens=4, eos_token_id=[], do_sample=False)
     logits = model(mx.array(FORWARD)).logits.astype(mx.float32)
     text = mlx_llama.generate(model, tokenizer, "a small boat", 6, eos_token_id=[])
-    return {"greedy": greedy, "continued": first + second, "batch": batch.tolist(), "text": text,
+    return {"greedy": greedy, "continued": first + second, "batch": batch.tolist(), "text": text, "rotating": rotating,
             "beams": beams.tolist(),
             "cache_bytes": sum(layer.nbytes for layer in cache),
             "logits": logits.reshape(-1).tolist()}

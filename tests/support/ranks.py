@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -85,3 +86,52 @@ def wait_all(procs: list[subprocess.Popen], timeout: float, stop_on_failure: boo
 def describe(results: list[RankResult]) -> str:
     return "\n".join(f"rank {r.rank} exit {r.returncode}\nstdout: {r.stdout[-2000:]}\nstderr: {r.stderr[-3000:]}"
                      for r in results)
+
+
+def run_launcher(cmd: list[str], timeout: float) -> tuple[str, str]:
+    """Run a launcher (mlx.launch) in its own process group with a stdin pipe; (stdout, stderr). At the deadline
+    the whole group goes, ranks included, so nothing outlives the test."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **SHARED_CORES}, start_new_session=True)
+    try:
+        return proc.communicate("", timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def start_ranks(args: list[str], workdir: Path, n: int = 2) -> list[subprocess.Popen]:
+    """Start long-running ranks (a server); the caller must `stop_ranks` them in a finally block."""
+    hostfile = workdir / "hosts.json"
+    hostfile.write_text(json.dumps([f"127.0.0.1:{p}" for p in free_ports(n)]))
+    procs = []
+    for rank in range(n):
+        with open(workdir / f"rank{rank}.err", "w") as err:  # the child keeps its own copy of the descriptor
+            env = {**os.environ, "MLX_HOSTFILE": str(hostfile), "MLX_RANK": str(rank), **SHARED_CORES}
+            procs.append(subprocess.Popen([sys.executable, *args], stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=err, env=env))
+    return procs
+
+
+def stop_ranks(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def wait_for_http(url: str, procs: list[subprocess.Popen], timeout: float) -> None:
+    """Poll `url` until it answers; fail early when a rank died."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise AssertionError(f"a rank exited early: {[p.poll() for p in procs]}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
