@@ -6,31 +6,31 @@ takes (dtype, config overrides such as num_labels); a task Open-Llama has no hea
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any
 
-from .config import read_config_json
+from .config import LlamaConfig, read_config_json
 from .errors import ConfigError
+from .modeling.heads import (
+    LlamaForCausalLM,
+    LlamaForQuestionAnswering,
+    LlamaForSequenceClassification,
+    LlamaForTokenClassification,
+)
+from .modeling.llama import LlamaModel
+from .modeling.open_llama import OpenLlamaForCausalLM, OpenLlamaForSequenceClassification, OpenLlamaModel
+from .open_llama_config import OpenLlamaConfig
 
-# task -> model_type -> (module, class)
-_HEADS = "mlx_llama.modeling.heads"
-_OPEN = "mlx_llama.modeling.open_llama"
-MODEL_MAPPINGS: dict[str, dict[str, tuple[str, str]]] = {
-    "base": {"llama": ("mlx_llama.modeling.llama", "LlamaModel"), "open-llama": (_OPEN, "OpenLlamaModel")},
-    "causal-lm": {"llama": (_HEADS, "LlamaForCausalLM"), "open-llama": (_OPEN, "OpenLlamaForCausalLM")},
-    "sequence-classification": {"llama": (_HEADS, "LlamaForSequenceClassification"),
-                                "open-llama": (_OPEN, "OpenLlamaForSequenceClassification")},
-    "question-answering": {"llama": (_HEADS, "LlamaForQuestionAnswering")},
-    "token-classification": {"llama": (_HEADS, "LlamaForTokenClassification")},
+# task -> model_type -> class
+MODEL_MAPPINGS: dict[str, dict[str, type]] = {
+    "base": {"llama": LlamaModel, "open-llama": OpenLlamaModel},
+    "causal-lm": {"llama": LlamaForCausalLM, "open-llama": OpenLlamaForCausalLM},
+    "sequence-classification": {"llama": LlamaForSequenceClassification,
+                                "open-llama": OpenLlamaForSequenceClassification},
+    "question-answering": {"llama": LlamaForQuestionAnswering},
+    "token-classification": {"llama": LlamaForTokenClassification},
 }
-CONFIGS = {"llama": ("mlx_llama.config", "LlamaConfig"), "open-llama": ("mlx_llama.open_llama_config",
-                                                                         "OpenLlamaConfig")}
-
-
-def _load(entry: tuple[str, str]):
-    module, name = entry
-    return getattr(importlib.import_module(module), name)
+CONFIGS: dict[str, type] = {"llama": LlamaConfig, "open-llama": OpenLlamaConfig}
 
 
 def _model_type(path, where: str) -> str:
@@ -48,13 +48,13 @@ class AutoConfig:
         from .loading import resolve_model_path
 
         path = resolve_model_path(path_or_repo_id)
-        return _load(CONFIGS[_model_type(path, str(path / "config.json"))]).from_pretrained(path, **kwargs)
+        return (CONFIGS[_model_type(path, str(path / "config.json"))]).from_pretrained(path, **kwargs)
 
     @staticmethod
     def for_model(model_type: str, **kwargs: Any):
         if model_type not in CONFIGS:
             raise ConfigError(f"model_type {model_type!r} is not supported; known: {', '.join(CONFIGS)}")
-        return _load(CONFIGS[model_type])(**kwargs)
+        return (CONFIGS[model_type])(**kwargs)
 
 
 class _AutoModel:
@@ -66,7 +66,7 @@ class _AutoModel:
         if model_type not in mapping:
             raise ConfigError(f"{where}: {cls.__name__} has no class for model_type {model_type!r} "
                               f"(available: {', '.join(mapping)})")
-        return _load(mapping[model_type])
+        return mapping[model_type]
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, *args: Any, **kwargs: Any):
