@@ -171,11 +171,6 @@ class LlamaConfig:
         if self.label2id is not None:
             self.label2id = {k: int(v) for k, v in self.label2id.items()}
 
-    @property
-    def head_dim_(self) -> int:
-        """The per-head size actually used: `head_dim` if set, else hidden_size // num_attention_heads."""
-        return self.head_dim if self.head_dim else self.hidden_size // self.num_attention_heads
-
     def validate(self) -> None:
         """Raise ConfigError (a ValueError) naming the field for values the model cannot run with."""
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
@@ -189,8 +184,10 @@ class LlamaConfig:
             )
         if self.head_dim is not None and (not isinstance(self.head_dim, int) or self.head_dim <= 0):
             raise ConfigError(f"config field `head_dim` must be a positive integer or null, got {self.head_dim!r}")
-        if self.head_dim_ % 2 != 0:
-            raise ConfigError(f"config field `head_dim` must be even for rotary embeddings, got {self.head_dim_}")
+        if self.head_dim is None:  # resolved once, as Transformers' LlamaConfig does
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.head_dim % 2 != 0:
+            raise ConfigError(f"config field `head_dim` must be even for rotary embeddings, got {self.head_dim}")
         kv = self.num_key_value_heads
         if not isinstance(kv, int) or kv <= 0 or self.num_attention_heads % kv != 0:
             raise ConfigError(
@@ -211,7 +208,7 @@ class LlamaConfig:
                               f"{shorten(self.max_position_embeddings)}")
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ConfigError(f"config field `attention_dropout` must be in [0, 1), got {self.attention_dropout!r}")
-        validate_rope_scaling(self.rope_scaling, self.head_dim_, self.max_position_embeddings)
+        validate_rope_scaling(self.rope_scaling, self.head_dim, self.max_position_embeddings)
 
     # ---- dict / json I/O -------------------------------------------------------------------------------------
 

@@ -195,12 +195,12 @@ def tensor_config(config: Any, n: int) -> Any:
                               "for tensor parallelism; use --parallel pipeline or another rank count")
     q = config.quantization
     if q:
-        for name, width in (("o_proj", heads * config.head_dim_), ("down_proj", inter)):
+        for name, width in (("o_proj", heads * config.head_dim), ("down_proj", inter)):
             if (width // n) % q["group_size"]:
                 raise ConfigError(f"{name}: {width // n} input features per rank is not a multiple of the "
                                   f"quantization group size {q['group_size']}; use fewer ranks or pipeline mode")
     local = copy.copy(config)  # set, not re-validated: Open-Llama's config would reset the GQA/head_dim fields
-    local.head_dim = config.head_dim_
+    local.head_dim = config.head_dim
     local.num_attention_heads, local.num_key_value_heads, local.intermediate_size = heads // n, kv // n, inter // n
     return local
 

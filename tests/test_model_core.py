@@ -177,7 +177,7 @@ def test_config_defaults_match_transformers():
                 "rope_theta", "rope_scaling", "attention_bias", "attention_dropout", "mlp_bias", "num_labels",
                 "problem_type"):
         assert getattr(ours, key) == getattr(ref, key), key
-    assert ours.head_dim_ == ref.head_dim
+    assert ours.head_dim == ref.head_dim
 
 
 @pytest.mark.parametrize("kwargs,field", [

@@ -46,8 +46,8 @@ def fuse_projections(model: nn.Module) -> nn.Module:
 
 def unfuse_weights(weights: dict[str, mx.array], config) -> dict[str, mx.array]:
     """Transformers' names for a state dict that holds fused projections (a no-op without them)."""
-    q_rows = config.num_attention_heads * config.head_dim_
-    kv_rows = config.num_key_value_heads * config.head_dim_
+    q_rows = config.num_attention_heads * config.head_dim
+    kv_rows = config.num_key_value_heads * config.head_dim
     out = {}
     for key, value in weights.items():
         if ".self_attn.qkv_proj." in key:

@@ -70,7 +70,7 @@ class LlamaAttention(nn.Module):
     def __init__(self, config: LlamaConfig, layer_idx: int = 0) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        self.head_dim = config.head_dim_
+        self.head_dim = config.head_dim
         self.num_heads = config.num_attention_heads
         self.num_key_value_heads = config.num_key_value_heads
         self.scaling = self.head_dim**-0.5
@@ -205,7 +205,7 @@ class LlamaModel(PreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = [self._make_layer(config, i) for i in range(config.num_hidden_layers)]
         self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.rotary_emb = RotaryEmbedding(config.head_dim_, config.rope_theta, config.max_position_embeddings,
+        self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta, config.max_position_embeddings,
                                           config.rope_scaling, config.extra)
         self.post_init()
 

@@ -56,7 +56,7 @@ class OpenLlamaModel(LlamaModel):
         super().__init__(config)
         if config.use_stable_embedding:
             self.embed_layer_norm = nn.LayerNorm(config.hidden_size, eps=1e-5)  # torch's default eps, with bias
-        self.rotary_emb = OpenLlamaRotaryEmbedding(config.head_dim_, config.rope_theta, config.max_position_embeddings,
+        self.rotary_emb = OpenLlamaRotaryEmbedding(config.head_dim, config.rope_theta, config.max_position_embeddings,
                                                    config.rope_scaling, config.extra)
 
     def _make_layer(self, config: OpenLlamaConfig, layer_idx: int) -> nn.Module:
