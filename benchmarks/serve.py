@@ -106,7 +106,7 @@ def throughput(args) -> None:
 def prompt_cache(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sys.path.insert(0, str(ROOT / "tests"))
-        from server_helpers import tiny_long_context_model
+        from support.server import tiny_long_context_model
 
         model = str(tiny_long_context_model(Path(tmp)))
         proc, base = start(args.server, model, [])
