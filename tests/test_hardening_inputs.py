@@ -231,3 +231,14 @@ def test_cli_in_a_subprocess_prints_no_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in err and err.count("\n") == 1, err
     assert "stdin is not valid UTF-8" in err
     assert isinstance(InputError("x"), MlxLlamaError) and isinstance(InputError("x"), ValueError)
+
+
+@pytest.mark.parametrize("bad", [None, "hello", b"\x01", 3.5, [1, "a"], [1.0, 2.0], [True]])
+def test_decode_takes_integer_ids_only(bad):
+    from mlx_llama import LlamaTokenizer
+    from mlx_llama.errors import TokenizerError
+
+    tok = LlamaTokenizer.from_pretrained(DEMO)
+    with pytest.raises(TokenizerError, match="decode takes"):
+        tok.decode(bad)
+    assert tok.decode(np.array([5, 6])) == tok.decode([5, 6]) == tok.decode(mx.array([5, 6]))

@@ -44,9 +44,14 @@ def id_list(token_ids: Any) -> list[int]:
         token_ids = token_ids.tolist()
         if isinstance(token_ids, int):
             return [token_ids]
+    if token_ids is None or isinstance(token_ids, (str, bytes)) or not hasattr(token_ids, "__iter__"):
+        raise TokenizerError(f"decode takes a sequence of integer token ids, got {type(token_ids).__name__}")
     ids = list(token_ids)
     if any(isinstance(i, (list, tuple)) for i in ids):
         raise TokenizerError("decode takes one sequence of ids; use batch_decode for a batch")
+    bad = next((i for i in ids if isinstance(i, bool) or not isinstance(i, (int, np.integer))), None)
+    if bad is not None:
+        raise TokenizerError(f"decode takes integer token ids, got {bad!r} ({type(bad).__name__})")
     return [int(i) for i in ids]
 
 
