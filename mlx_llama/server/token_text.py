@@ -8,6 +8,7 @@ id alone.
 from __future__ import annotations
 
 import re
+import weakref
 
 SPIECE_UNDERLINE = "\u2581"
 _BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -21,11 +22,15 @@ def _piece_text(piece: str) -> str | None:
     return piece.replace(SPIECE_UNDERLINE, " ")
 
 
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> (size, texts), held here
+
+
 def token_texts(tokenizer) -> list[str | None]:
-    """One entry per id: its text, or None for special tokens and partial characters. Cached on the tokenizer."""
-    cached = getattr(tokenizer, "_server_token_texts", None)
-    if cached is not None:
-        return cached
+    """One entry per id: its text, or None for special tokens and partial characters. Cached per tokenizer (in this
+    module, not on the tokenizer: its private state is its own)."""
+    cached = _CACHE.get(tokenizer)
+    if cached is not None and cached[0] == len(tokenizer):
+        return cached[1]
     size = len(tokenizer)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     pieces = tokenizer.convert_ids_to_tokens(list(range(size))) if hasattr(tokenizer, "convert_ids_to_tokens") else None
@@ -37,8 +42,8 @@ def token_texts(tokenizer) -> list[str | None]:
             text = None if i in special else tokenizer.decode([i])
             texts.append(None if text is None or "\ufffd" in text else text)
     try:
-        tokenizer._server_token_texts = texts
-    except AttributeError:  # a tokenizer with __slots__: just recompute next time
+        _CACHE[tokenizer] = (size, texts)
+    except TypeError:  # not weak-referenceable: recompute next time
         pass
     return texts
 
