@@ -48,8 +48,9 @@ def run(env: dict[str, str], reps: int) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         full = {k: v for k, v in os.environ.items() if k not in ("MLX_LLAMA_BLAS", "OPENBLAS_CORETYPE")}
         full.update(PYTHONPATH=str(ROOT), XDG_CACHE_HOME=cache, **env)
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(reps)], env=full, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, str(reps)], env=full, capture_output=True, text=True, timeout=300
+        )
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -67,8 +68,10 @@ def import_time(runs: int) -> tuple[float, float]:
     base = min(wall("pass") for _ in range(runs))
     full = min(wall("import mlx_llama") for _ in range(runs))
     code = "import time; t = time.process_time(); import mlx_llama; print(time.process_time() - t)"
-    cpu = min(float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                   check=True).stdout) for _ in range(runs))
+    cpu = min(
+        float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+        for _ in range(runs)
+    )
     return full - base, cpu
 
 
@@ -93,11 +96,16 @@ def main() -> None:
             print(f"| {name} | failed: {r['error']} | | | |")
             continue
         lib = f"{Path(r['library']).name} ({r['core']})" if r["library"] else "bundled reference"
-        print(f"| {name} | {lib} | {r['gemm_1024']:.1f} | {r['prefill_128x2048x5632']:.1f} | "
-              f"{r['decode_1x2048x5632']:.1f} |", flush=True)
+        print(
+            f"| {name} | {lib} | {r['gemm_1024']:.1f} | {r['prefill_128x2048x5632']:.1f} | "
+            f"{r['decode_1x2048x5632']:.1f} |",
+            flush=True,
+        )
     wall, cpu = import_time(args.import_runs)
-    print(f"\n`import mlx_llama`: {wall:.3f} s wall over a bare interpreter (min of {args.import_runs}), "
-          f"{cpu:.3f} s CPU in-process")
+    print(
+        f"\n`import mlx_llama`: {wall:.3f} s wall over a bare interpreter (min of {args.import_runs}), "
+        f"{cpu:.3f} s CPU in-process"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,15 @@ import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
-TINYLLAMA = dict(hidden_size=2048, intermediate_size=5632, num_attention_heads=32, num_key_value_heads=4,
-                 vocab_size=32000, max_position_embeddings=2048, rms_norm_eps=1e-5)
+TINYLLAMA = dict(
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_attention_heads=32,
+    num_key_value_heads=4,
+    vocab_size=32000,
+    max_position_embeddings=2048,
+    rms_norm_eps=1e-5,
+)
 
 
 def ours_steps(model, prompt: list[int], n: int):
@@ -65,8 +72,9 @@ def build_models(layers: int, dtype: str):
     for _, module in ours.named_modules():
         if isinstance(module, (nn.Linear, nn.Embedding)):
             module.weight = mx.random.normal(module.weight.shape) * 0.02
-    theirs = lm_llama.Model(lm_llama.ModelArgs(model_type="llama", num_hidden_layers=layers,
-                                               tie_word_embeddings=False, **TINYLLAMA))
+    theirs = lm_llama.Model(
+        lm_llama.ModelArgs(model_type="llama", num_hidden_layers=layers, tie_word_embeddings=False, **TINYLLAMA)
+    )
     theirs.load_weights(list(tree_flatten(ours.parameters())))
     for model in (ours, theirs):
         if dtype == "q4":
@@ -111,8 +119,10 @@ def run_speed(args) -> None:
 
 # ---- speculative and prompt-lookup decoding on the demo model ----------------------------------------------
 
-COPY_PASSAGE = ("Elizabeth walked on alone, crossing field after field at a quick pace, jumping over stiles and "
-                "springing over puddles with impatient activity, and finding herself at last within view of the house.")
+COPY_PASSAGE = (
+    "Elizabeth walked on alone, crossing field after field at a quick pace, jumping over stiles and "
+    "springing over puddles with impatient activity, and finding herself at last within view of the house."
+)
 
 
 def layer_draft(model, layers: int = 1):
@@ -143,8 +153,10 @@ def run_speculative(args) -> None:
         draft, draft_name = mlx_llama.loading.load_model(args.draft), f"trained draft {args.draft}"
     else:
         draft, draft_name = layer_draft(model), "layer-0 draft (the demo's embedding, first layer, norm, head)"
-    prompts = {"copy-heavy": f"{COPY_PASSAGE}\n\n{COPY_PASSAGE}\n\n{COPY_PASSAGE.split(',')[0]}",
-               "free text": "It is a truth universally acknowledged"}
+    prompts = {
+        "copy-heavy": f"{COPY_PASSAGE}\n\n{COPY_PASSAGE}\n\n{COPY_PASSAGE.split(',')[0]}",
+        "free text": "It is a truth universally acknowledged",
+    }
     methods = {"plain": {}}
     methods.update({f"draft k={k}": {"draft_model": draft, "num_draft_tokens": k} for k in (2, 4)})
     methods.update({f"lookup k={k}": {"prompt_lookup": k} for k in (2, 4, 8)})
@@ -176,10 +188,15 @@ def run_speculative_big(args) -> None:
     draft = layer_draft(model)
     chooser = TokenChooser(SamplingParams())
     prompt = list(range(100, 116)) * 3  # a copy-heavy id prompt
-    methods = {"plain": None, "draft k=3": {"draft_model": draft, "num_draft_tokens": 3},
-               "lookup k=4": {"prompt_lookup": 4}}
-    print(f"\nRandom TinyLlama shape, {args.layers} layers, float32, greedy, {args.new_tokens} new tokens, "
-          f"median of {args.runs}.\n")
+    methods = {
+        "plain": None,
+        "draft k=3": {"draft_model": draft, "num_draft_tokens": 3},
+        "lookup k=4": {"prompt_lookup": 4},
+    }
+    print(
+        f"\nRandom TinyLlama shape, {args.layers} layers, float32, greedy, {args.new_tokens} new tokens, "
+        f"median of {args.runs}.\n"
+    )
     print("| method | decode tok/s | speed-up | acceptance (accepted / drafted) |")
     print("|---|---|---|---|")
     speeds, outs, stats = {m: [] for m in methods}, {}, {}
@@ -187,11 +204,16 @@ def run_speculative_big(args) -> None:
         for name, kw in methods.items():
             stats[name] = SpeculativeStats()
             if kw is None:
-                steps = (s.tokens[0] for s in decode(model, model.make_cache(), mx.array([prompt]), chooser,
-                                                     args.new_tokens))
+                steps = (
+                    s.tokens[0] for s in decode(model, model.make_cache(), mx.array([prompt]), chooser, args.new_tokens)
+                )
             else:
-                steps = (s.tokens[0] for s in speculative_steps(model, model.make_cache(), prompt, chooser,
-                                                                args.new_tokens, stats=stats[name], **kw))
+                steps = (
+                    s.tokens[0]
+                    for s in speculative_steps(
+                        model, model.make_cache(), prompt, chooser, args.new_tokens, stats=stats[name], **kw
+                    )
+                )
             tps, outs[name] = time_decode(steps)
             speeds[name].append(tps)
     base = statistics.median(speeds["plain"])
@@ -204,8 +226,16 @@ def run_speculative_big(args) -> None:
 
 # ---- long-context memory ---------------------------------------------------------------------------------
 
-MEMORY_SHAPE = dict(hidden_size=1024, intermediate_size=2816, num_attention_heads=8, num_key_value_heads=8,
-                    vocab_size=32000, max_position_embeddings=32768, rms_norm_eps=1e-5, num_hidden_layers=2)
+MEMORY_SHAPE = dict(
+    hidden_size=1024,
+    intermediate_size=2816,
+    num_attention_heads=8,
+    num_key_value_heads=8,
+    vocab_size=32000,
+    max_position_embeddings=32768,
+    rms_norm_eps=1e-5,
+    num_hidden_layers=2,
+)
 
 
 def run_memory(args) -> None:
@@ -218,10 +248,16 @@ def run_memory(args) -> None:
     mx.eval(model.parameters())
     weights = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
     prompt = mx.random.randint(3, 32000, (1, args.prompt_tokens)).astype(mx.int32)
-    kinds = {"float (KVCache)": {}, f"rotating, max_kv_size={args.window}": {"max_kv_size": args.window},
-             "quantized 8-bit (group 64)": {"kv_bits": 8}, "quantized 4-bit (group 64)": {"kv_bits": 4}}
-    print(f"Random model: hidden 1024, 2 layers, 8 heads = 8 KV heads of 128, float32, weights {weights / 1e6:.0f} MB."
-          f" Prompt {args.prompt_tokens} tokens (prefill chunks of 512), then {args.new_tokens} greedy tokens.\n")
+    kinds = {
+        "float (KVCache)": {},
+        f"rotating, max_kv_size={args.window}": {"max_kv_size": args.window},
+        "quantized 8-bit (group 64)": {"kv_bits": 8},
+        "quantized 4-bit (group 64)": {"kv_bits": 4},
+    }
+    print(
+        f"Random model: hidden 1024, 2 layers, 8 heads = 8 KV heads of 128, float32, weights {weights / 1e6:.0f} MB."
+        f" Prompt {args.prompt_tokens} tokens (prefill chunks of 512), then {args.new_tokens} greedy tokens.\n"
+    )
     print("| KV cache | cache size after | peak MLX memory | peak - weights | decode tok/s |")
     print("|---|---|---|---|---|")
     for name, options in kinds.items():
@@ -237,11 +273,14 @@ def run_memory(args) -> None:
         t0 = time.perf_counter() - first
         size = sum(layer.nbytes for layer in cache)
         peak = mx.get_peak_memory()
-        print(f"| {name} | {size / 1e6:.1f} MB | {peak / 1e6:.0f} MB | {(peak - weights) / 1e6:.0f} MB | "
-              f"{(n - 1) / t0:.1f} |")
+        print(
+            f"| {name} | {size / 1e6:.1f} MB | {peak / 1e6:.0f} MB | {(peak - weights) / 1e6:.0f} MB | "
+            f"{(n - 1) / t0:.1f} |"
+        )
 
 
 # ---- perplexity of quantized weights and KV caches on the demo model ------------------------------------------
+
 
 def held_out_text(corpus: str | None) -> str:
     """Every 50th paragraph of the six novels: the held-out split of examples/train_tiny.py."""
@@ -285,8 +324,10 @@ def run_perplexity(args) -> None:
         ppl = mlx_llama.perplexity(model, tok, text, context_length=args.context_length, cache_options=options)
         base = base or ppl
         print(f"| {name} | {ppl:.3f} | {ppl / base - 1:+.2%} |")
-    print(f"\n{tokens} tokens of held-out Austen (every 50th paragraph, joined by spaces), "
-          f"windows of {args.context_length}.")
+    print(
+        f"\n{tokens} tokens of held-out Austen (every 50th paragraph, joined by spaces), "
+        f"windows of {args.context_length}."
+    )
 
 
 def main() -> None:
@@ -314,8 +355,13 @@ def main() -> None:
     pp.add_argument("--corpus", help="r-cran-janeaustenr .deb (as examples/train_tiny.py takes)")
     pp.add_argument("--context-length", type=int, default=256)
     args = parser.parse_args()
-    runs = {"speed": run_speed, "speculative": run_speculative, "speculative-big": run_speculative_big,
-            "memory": run_memory, "perplexity": run_perplexity}
+    runs = {
+        "speed": run_speed,
+        "speculative": run_speculative,
+        "speculative-big": run_speculative_big,
+        "memory": run_memory,
+        "perplexity": run_perplexity,
+    }
     runs[args.what](args)
 
 

@@ -19,9 +19,7 @@ import mistral_common
 import mlx_llama  # noqa: F401  (BLAS set-up before MLX)
 from mlx_llama.tokenizer import AutoTokenizer, LlamaTokenizer, LlamaTokenizerFast
 
-TEXT = (
-    "The quick brown fox jumps over the lazy dog. Zürich, 東京 and 😀 emoji; code: def f(x): return x * 2\n"
-) * 200
+TEXT = ("The quick brown fox jumps over the lazy dog. Zürich, 東京 and 😀 emoji; code: def f(x): return x * 2\n") * 200
 
 
 def per_token_us(run, ids: list[int]) -> float:

@@ -28,12 +28,30 @@ BENCH_PYTHON = ROOT / ".bench-venv" / "bin" / "python"
 
 SHAPES = {
     # A smoke-test shape: runs end to end in seconds.
-    "tiny": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=2048),
-    "tinyllama": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                      num_key_value_heads=4, max_position_embeddings=2048),
-    "llama2-7b-4l": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=4, num_attention_heads=32,
-                         num_key_value_heads=32, max_position_embeddings=4096),
+    "tiny": dict(
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    ),
+    "tinyllama": dict(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+    ),
+    "llama2-7b-4l": dict(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=4,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+    ),
 }
 DTYPES = ("float32", "bfloat16", "float16", "q4")  # q4: affine 4-bit, group 64, float16 scales (mlx-lm's format)
 IMPLS = ("ours", "ours-auto", "mlx_lm", "llamacpp")
@@ -53,10 +71,19 @@ def tokenizer_model() -> Path:
 
 def config_for(shape: str, dtype: str) -> dict:
     config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": VOCAB, "hidden_act": "silu",
-        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "bos_token_id": 1, "eos_token_id": 2,
-        "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False,
-        "torch_dtype": "float16" if dtype == "q4" else dtype, **SHAPES[shape],
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": VOCAB,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "torch_dtype": "float16" if dtype == "q4" else dtype,
+        **SHAPES[shape],
     }
     if dtype == "q4":
         config["quantization"] = config["quantization_config"] = {"group_size": Q_GROUP, "bits": Q_BITS}
@@ -74,12 +101,19 @@ def random_weights(config: dict, seed: int = 0) -> dict:
     shapes = {"model.embed_tokens.weight": (v, h), "lm_head.weight": (v, h), "model.norm.weight": (h,)}
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        shapes.update({
-            p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h),
-            p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, h),
-            p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h), p + "mlp.down_proj.weight": (h, f),
-            p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-        })
+        shapes.update(
+            {
+                p + "self_attn.q_proj.weight": (h, h),
+                p + "self_attn.k_proj.weight": (kv, h),
+                p + "self_attn.v_proj.weight": (kv, h),
+                p + "self_attn.o_proj.weight": (h, h),
+                p + "mlp.gate_proj.weight": (f, h),
+                p + "mlp.up_proj.weight": (f, h),
+                p + "mlp.down_proj.weight": (h, f),
+                p + "input_layernorm.weight": (h,),
+                p + "post_attention_layernorm.weight": (h,),
+            }
+        )
     return {k: mx.ones(s) if len(s) == 1 else mx.random.normal(s) * 0.02 for k, s in shapes.items()}
 
 
@@ -179,6 +213,7 @@ def run_mlx(impl: str, model_dir: Path, dtype: str, prompt: list[int], new_token
 
         blas = mlx_llama._backend.loaded_library
         import mlx.core as mx
+
         try:
             from mlx_llama import load, stream_generate
         except ImportError:  # until the package root re-exports them
@@ -197,8 +232,14 @@ def run_mlx(impl: str, model_dir: Path, dtype: str, prompt: list[int], new_token
     time_stream(generate(prompt[:16], 4))  # warm-up
     mx.reset_peak_memory()
     ttft, decode_s, n = time_stream(generate(prompt, new_tokens))
-    return {"load_s": load_s, "ttft_s": ttft, "decode_s": decode_s, "new_tokens": n,
-            "peak_mlx_gb": mx.get_peak_memory() / 1e9, "blas": blas}
+    return {
+        "load_s": load_s,
+        "ttft_s": ttft,
+        "decode_s": decode_s,
+        "new_tokens": n,
+        "peak_mlx_gb": mx.get_peak_memory() / 1e9,
+        "blas": blas,
+    }
 
 
 def gguf_path(model_dir: Path) -> Path:
@@ -220,8 +261,13 @@ def run_llamacpp(model_dir: Path, prompt: list[int], new_tokens: int, extra_buft
         low_level.llama_model_default_params = without_extra_bufts
 
     start = time.perf_counter()
-    llm = Llama(str(gguf_path(model_dir)), n_ctx=len(prompt) + new_tokens + 16, n_batch=len(prompt),
-                n_threads=threads, verbose=False)
+    llm = Llama(
+        str(gguf_path(model_dir)),
+        n_ctx=len(prompt) + new_tokens + 16,
+        n_batch=len(prompt),
+        n_threads=threads,
+        verbose=False,
+    )
     load_s = time.perf_counter() - start
 
     def generate(ids: list[int], n: int):
@@ -233,8 +279,15 @@ def run_llamacpp(model_dir: Path, prompt: list[int], new_tokens: int, extra_buft
 
     time_stream(generate(prompt[:16], 4))
     ttft, decode_s, n = time_stream(generate(prompt, new_tokens))
-    return {"load_s": load_s, "ttft_s": ttft, "decode_s": decode_s, "new_tokens": n, "peak_mlx_gb": None,
-            "blas": None, "extra_bufts": extra_bufts}
+    return {
+        "load_s": load_s,
+        "ttft_s": ttft,
+        "decode_s": decode_s,
+        "new_tokens": n,
+        "peak_mlx_gb": None,
+        "blas": None,
+        "extra_bufts": extra_bufts,
+    }
 
 
 def run_one(args: argparse.Namespace) -> None:
@@ -244,10 +297,14 @@ def run_one(args: argparse.Namespace) -> None:
         result = run_llamacpp(model_dir, prompt, args.new_tokens, not args.no_extra_bufts, args.llamacpp_threads)
     else:
         result = run_mlx(args.run, model_dir, args.dtype, prompt, args.new_tokens)
-    result.update(impl=args.run, dtype=args.dtype, prompt_tokens=len(prompt),
-                  prefill_tps=len(prompt) / result["ttft_s"],
-                  decode_tps=(result["new_tokens"] - 1) / max(result["decode_s"], 1e-9),
-                  max_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9)
+    result.update(
+        impl=args.run,
+        dtype=args.dtype,
+        prompt_tokens=len(prompt),
+        prefill_tps=len(prompt) / result["ttft_s"],
+        decode_tps=(result["new_tokens"] - 1) / max(result["decode_s"], 1e-9),
+        max_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+    )
     print(json.dumps(result))
 
 
@@ -270,10 +327,18 @@ def make_gguf(args: argparse.Namespace) -> None:
     config = json.loads((source / "config.json").read_text())
     weights = load_file(str(source / "model.safetensors"))
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
-    kinds = {"float32": gguf.GGMLQuantizationType.F32, "float16": gguf.GGMLQuantizationType.F16,
-             "bfloat16": gguf.GGMLQuantizationType.BF16, "q4": gguf.GGMLQuantizationType.F16}
-    file_types = {"float32": gguf.LlamaFileType.ALL_F32, "float16": gguf.LlamaFileType.MOSTLY_F16,
-                  "bfloat16": gguf.LlamaFileType.MOSTLY_BF16, "q4": gguf.LlamaFileType.MOSTLY_F16}
+    kinds = {
+        "float32": gguf.GGMLQuantizationType.F32,
+        "float16": gguf.GGMLQuantizationType.F16,
+        "bfloat16": gguf.GGMLQuantizationType.BF16,
+        "q4": gguf.GGMLQuantizationType.F16,
+    }
+    file_types = {
+        "float32": gguf.LlamaFileType.ALL_F32,
+        "float16": gguf.LlamaFileType.MOSTLY_F16,
+        "bfloat16": gguf.LlamaFileType.MOSTLY_BF16,
+        "q4": gguf.LlamaFileType.MOSTLY_F16,
+    }
     target = kinds[args.dtype]
     staging = out.with_suffix(".f16.gguf") if args.dtype == "q4" else out.with_suffix(".tmp")
 
@@ -289,8 +354,16 @@ def make_gguf(args: argparse.Namespace) -> None:
     writer.add_rope_freq_base(config["rope_theta"])
     writer.add_file_type(file_types[args.dtype])
     sp = spm.SentencePieceProcessor(model_file=str(source / "tokenizer.model"))
-    types = [gguf.TokenType.UNKNOWN if sp.is_unknown(i) else gguf.TokenType.CONTROL if sp.is_control(i)
-             else gguf.TokenType.BYTE if sp.is_byte(i) else gguf.TokenType.NORMAL for i in range(sp.vocab_size())]
+    types = [
+        gguf.TokenType.UNKNOWN
+        if sp.is_unknown(i)
+        else gguf.TokenType.CONTROL
+        if sp.is_control(i)
+        else gguf.TokenType.BYTE
+        if sp.is_byte(i)
+        else gguf.TokenType.NORMAL
+        for i in range(sp.vocab_size())
+    ]
     writer.add_tokenizer_model("llama")
     writer.add_token_list([sp.id_to_piece(i).encode() for i in range(sp.vocab_size())])
     writer.add_token_scores([sp.get_score(i) for i in range(sp.vocab_size())])
@@ -303,11 +376,22 @@ def make_gguf(args: argparse.Namespace) -> None:
         """Transformers' rotate-half q/k row order -> the interleaved order llama.cpp's llama graph expects."""
         return w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    parts = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    parts = {
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
     for name, w in weights.items():
         if name in names:
             new = names[name]
@@ -360,9 +444,22 @@ def available(impl: str, args: argparse.Namespace) -> str | None:
 
 
 def spawn(args: argparse.Namespace, impl: str, model_dir: Path, dtype: str) -> dict:
-    cmd = [python_for(impl, args), __file__, "--run", impl, "--model", str(model_dir), "--dtype", dtype,
-           "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
-           "--llamacpp-threads", str(args.llamacpp_threads)]
+    cmd = [
+        python_for(impl, args),
+        __file__,
+        "--run",
+        impl,
+        "--model",
+        str(model_dir),
+        "--dtype",
+        dtype,
+        "--prompt-tokens",
+        str(args.prompt_tokens),
+        "--new-tokens",
+        str(args.new_tokens),
+        "--llamacpp-threads",
+        str(args.llamacpp_threads),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if impl == "llamacpp" and proc.returncode == -signal.SIGILL:
         # llama.cpp built with GGML_NATIVE uses AMX tiles for Q4_0 where the CPU lists AMX; some VMs list it
@@ -389,15 +486,20 @@ def table(rows: list[dict], shape: str) -> str:
                 medians[(row["dtype"], row["impl"])][k].append(row[k])
     med = {key: {k: statistics.median(v) if v else None for k, v in cols.items()} for key, cols in medians.items()}
     runs = {key: len(cols["decode_tps"]) for key, cols in medians.items()}
-    lines = [f"Shape `{shape}`; medians of {min(runs.values())}+ runs; x = ratio to mlx-lm at the same dtype.", "",
-             "| dtype | impl | prefill tok/s | x | decode tok/s | x | load s | peak MLX GB | max RSS GB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Shape `{shape}`; medians of {min(runs.values())}+ runs; x = ratio to mlx-lm at the same dtype.",
+        "",
+        "| dtype | impl | prefill tok/s | x | decode tok/s | x | load s | peak MLX GB | max RSS GB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for (dtype, impl), m in med.items():
         ref = med.get((dtype, "mlx_lm"))
         ratio = {k: (m[k] / ref[k] if ref and ref[k] else None) for k in ("prefill_tps", "decode_tps")}
-        lines.append(f"| {dtype} | {impl} | {fmt(m['prefill_tps'], 1)} | {fmt(ratio['prefill_tps'])} | "
-                     f"{fmt(m['decode_tps'])} | {fmt(ratio['decode_tps'])} | {fmt(m['load_s'])} | "
-                     f"{fmt(m['peak_mlx_gb'])} | {fmt(m['max_rss_gb'])} |")
+        lines.append(
+            f"| {dtype} | {impl} | {fmt(m['prefill_tps'], 1)} | {fmt(ratio['prefill_tps'])} | "
+            f"{fmt(m['decode_tps'])} | {fmt(ratio['decode_tps'])} | {fmt(m['load_s'])} | "
+            f"{fmt(m['peak_mlx_gb'])} | {fmt(m['max_rss_gb'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -420,15 +522,21 @@ def drive(args: argparse.Namespace) -> None:
         make_checkpoint(workdir, args.shape, "float32")  # the source of every dtype, and of the GGUF files
         model_dir = make_checkpoint(workdir, args.shape, dtype)
         if "llamacpp" in impls:
-            subprocess.run([args.bench_python, __file__, "--make-gguf", "--model", str(model_dir), "--dtype", dtype],
-                           check=True, cwd=ROOT)
+            subprocess.run(
+                [args.bench_python, __file__, "--make-gguf", "--model", str(model_dir), "--dtype", dtype],
+                check=True,
+                cwd=ROOT,
+            )
         for run in range(args.runs):
             for impl in impls:  # interleaved, so slow drifts of the machine hit every implementation alike
                 row = spawn(args, impl, model_dir, dtype)
                 row.update(shape=args.shape, run=run)
                 rows.append(row)
-                print(f"{dtype} {impl} run {run}: prefill {row['prefill_tps']:.1f} tok/s, "
-                      f"decode {row['decode_tps']:.2f} tok/s, load {row['load_s']:.2f} s", file=sys.stderr)
+                print(
+                    f"{dtype} {impl} run {run}: prefill {row['prefill_tps']:.1f} tok/s, "
+                    f"decode {row['decode_tps']:.2f} tok/s, load {row['load_s']:.2f} s",
+                    file=sys.stderr,
+                )
                 if jsonl:
                     jsonl.write(json.dumps(row) + "\n")
                     jsonl.flush()
@@ -448,8 +556,12 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--workdir", default="/tmp/mlx_llama_bench", help="scratch dir for the checkpoints")
     parser.add_argument("--bench-python", default=str(BENCH_PYTHON), help="Python with mlx-lm (and llama_cpp)")
-    parser.add_argument("--llamacpp-threads", type=int, default=os.cpu_count(),
-                        help="llama.cpp threads; its spinning thread pool collapses when other work shares the cores")
+    parser.add_argument(
+        "--llamacpp-threads",
+        type=int,
+        default=os.cpu_count(),
+        help="llama.cpp threads; its spinning thread pool collapses when other work shares the cores",
+    )
     parser.add_argument("--output", help="also write the markdown table here")
     parser.add_argument("--jsonl", help="append every run's JSON line here")
     parser.add_argument("--run", choices=IMPLS, help=argparse.SUPPRESS)  # internal: one measured run

@@ -26,11 +26,20 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPE = dict(hidden_size=2048, intermediate_size=5632, num_attention_heads=32, num_key_value_heads=4,
-             max_position_embeddings=2048, vocab_size=32000, rms_norm_eps=1e-5)
+SHAPE = dict(
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_attention_heads=32,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+    vocab_size=32000,
+    rms_norm_eps=1e-5,
+)
 TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-WORDS = ("the of and to a in was her she he it had that as for you not with my be his at on they have which "
-         "but could would very said all so by mr been were been this no an from emma harriet elizabeth").split()
+WORDS = (
+    "the of and to a in was her she he it had that as for you not with my be his at on they have which "
+    "but could would very said all so by mr been were been this no an from emma harriet elizabeth"
+).split()
 
 
 def make_models(work: Path, layers: int) -> tuple[Path, Path]:
@@ -57,27 +66,73 @@ def make_data(directory: Path, n_train: int = 64, n_valid: int = 8, words: int =
 
 def run_tool(tool: str, model: Path, data: Path, adapters: Path, args: argparse.Namespace) -> dict:
     """One training run in a fresh process; returns the last report's tokens/s and peak memory (GB)."""
-    common = ["--model", str(model), "--data", str(data), "--adapter-path", str(adapters), "--iters", str(args.iters),
-              "--batch-size", str(args.batch_size), "--learning-rate", "1e-4",
-              "--steps-per-report", str(max(args.iters // 2, 1)), "--steps-per-eval", str(10 * args.iters),
-              "--val-batches", "1"]
+    common = [
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--adapter-path",
+        str(adapters),
+        "--iters",
+        str(args.iters),
+        "--batch-size",
+        str(args.batch_size),
+        "--learning-rate",
+        "1e-4",
+        "--steps-per-report",
+        str(max(args.iters // 2, 1)),
+        "--steps-per-eval",
+        str(10 * args.iters),
+        "--val-batches",
+        "1",
+    ]
     if tool == "ours":
-        cmd = [sys.executable, "-m", "mlx_llama", "lora", *common, "--rank", "8", "--alpha", "16",
-               "--target-modules", TARGETS]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlx_llama",
+            "lora",
+            *common,
+            "--rank",
+            "8",
+            "--alpha",
+            "16",
+            "--target-modules",
+            TARGETS,
+        ]
         pattern = r"([\d.]+) tokens/s, peak memory ([\d.]+) GB"
     else:
         config = adapters.parent / "mlx_lm_lora.yaml"
         config.write_text("lora_parameters:\n  rank: 8\n  scale: 2.0\n  dropout: 0.0\n")
-        code = ("import importlib.util, sys; "
-                f"s = importlib.util.spec_from_file_location('b', {str(ROOT / 'mlx_llama' / '_backend.py')!r}); "
-                "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); m.setup(); "
-                "from mlx_lm.lora import main; sys.argv = ['mlx_lm.lora'] + sys.argv[1:]; main()")
-        cmd = [sys.executable, "-c", code, "--train", *common, "--num-layers", "-1", "--optimizer", "adamw",
-               "-c", str(config)]
+        code = (
+            "import importlib.util, sys; "
+            f"s = importlib.util.spec_from_file_location('b', {str(ROOT / 'mlx_llama' / '_backend.py')!r}); "
+            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); m.setup(); "
+            "from mlx_lm.lora import main; sys.argv = ['mlx_lm.lora'] + sys.argv[1:]; main()"
+        )
+        cmd = [
+            sys.executable,
+            "-c",
+            code,
+            "--train",
+            *common,
+            "--num-layers",
+            "-1",
+            "--optimizer",
+            "adamw",
+            "-c",
+            str(config),
+        ]
         pattern = r"Tokens/sec ([\d.]+), .*Peak mem ([\d.]+) GB"
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.timeout,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=args.timeout,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
     except subprocess.TimeoutExpired:
         return {"tokens_per_s": float("nan"), "peak_gb": float("nan"), "note": f"timed out after {args.timeout} s"}
     found = re.findall(pattern, proc.stdout + proc.stderr)

@@ -25,8 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mlx_llama  # noqa: E402,F401  (before mlx.core: its BLAS set-up comes first)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINYLLAMA = dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_attention_heads=32,
-                 num_key_value_heads=4, max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=False)
+TINYLLAMA = dict(
+    vocab_size=32000,
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_attention_heads=32,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
 
 
 def write_checkpoint(directory: Path, layers: int) -> None:
@@ -63,11 +71,21 @@ def worker(mode: str, directory: str, prompt_tokens: int, new_tokens: int) -> No
     for _ in decode(model, model.make_cache(), prompt, chooser, new_tokens):
         times.append(time.perf_counter())
     rank = 0 if mode == "single" else mx.distributed.init().rank()
-    print(json.dumps({
-        "mode": mode, "rank": rank, "load_s": load_s, "param_bytes": parameter_bytes(model),
-        "prefill_tps": prompt_tokens / (times[0] - t0), "decode_tps": (len(times) - 1) / (times[-1] - times[0]),
-        "peak_mlx": mx.get_peak_memory(), "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "rank": rank,
+                "load_s": load_s,
+                "param_bytes": parameter_bytes(model),
+                "prefill_tps": prompt_tokens / (times[0] - t0),
+                "decode_tps": (len(times) - 1) / (times[-1] - times[0]),
+                "peak_mlx": mx.get_peak_memory(),
+                "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            }
+        ),
+        flush=True,
+    )
 
 
 def free_ports(n: int) -> list[int]:
@@ -80,18 +98,31 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def launch(mode: str, ranks: int, args: argparse.Namespace, model: Path, directory: Path,
-           timeout: float) -> list[dict]:
+def launch(mode: str, ranks: int, args: argparse.Namespace, model: Path, directory: Path, timeout: float) -> list[dict]:
     """Start the ranks; kill them all when one fails or at the deadline."""
     hostfile = directory / "hosts.json"
     hostfile.write_text(json.dumps([f"127.0.0.1:{p}" for p in free_ports(ranks)]))
-    cmd = [sys.executable, __file__, "--worker", mode, "--model", str(model),
-           "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        mode,
+        "--model",
+        str(model),
+        "--prompt-tokens",
+        str(args.prompt_tokens),
+        "--new-tokens",
+        str(args.new_tokens),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if ranks > 1:  # a one-entry hostfile would make the ring backend wait for peers
         env["MLX_HOSTFILE"] = str(hostfile)
-    procs = [subprocess.Popen(cmd, env={**env, "MLX_RANK": str(r)}, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                              text=True) for r in range(ranks)]
+    procs = [
+        subprocess.Popen(
+            cmd, env={**env, "MLX_RANK": str(r)}, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
+        for r in range(ranks)
+    ]
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and not all(p.poll() is not None for p in procs):
@@ -126,14 +157,19 @@ def main() -> None:
         model = args.checkpoint or directory / "model"
         if not (model / "config.json").is_file():
             write_checkpoint(model, args.layers)
-        rows = [r for mode, n in (("single", 1), ("tensor", 2), ("pipeline", 2))
-                for r in launch(mode, n, args, model, directory, args.timeout)]
+        rows = [
+            r
+            for mode, n in (("single", 1), ("tensor", 2), ("pipeline", 2))
+            for r in launch(mode, n, args, model, directory, args.timeout)
+        ]
     gb = 1e9
     print("| mode | rank | parameters | peak MLX mem | max RSS | load s | prefill tok/s | decode tok/s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['rank']} | {r['param_bytes'] / gb:.2f} GB | {r['peak_mlx'] / gb:.2f} GB | "
-              f"{r['max_rss'] / gb:.2f} GB | {r['load_s']:.1f} | {r['prefill_tps']:.1f} | {r['decode_tps']:.2f} |")
+        print(
+            f"| {r['mode']} | {r['rank']} | {r['param_bytes'] / gb:.2f} GB | {r['peak_mlx'] / gb:.2f} GB | "
+            f"{r['max_rss'] / gb:.2f} GB | {r['load_s']:.1f} | {r['prefill_tps']:.1f} | {r['decode_tps']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

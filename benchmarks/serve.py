@@ -27,8 +27,16 @@ from pathlib import Path
 import openai
 
 ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ["Once upon a time", "The house was", "She said that", "In the morning the", "It was a dark",
-           "He", "My dear sister, I", "The weather"]
+PROMPTS = [
+    "Once upon a time",
+    "The house was",
+    "She said that",
+    "In the morning the",
+    "It was a dark",
+    "He",
+    "My dear sister, I",
+    "The weather",
+]
 
 
 def free_port() -> int:
@@ -71,8 +79,9 @@ def one(client: openai.OpenAI, prompt, max_tokens: int, model: str) -> tuple[flo
     """(seconds to the first text, completion tokens) of one streamed completion."""
     start_t = time.perf_counter()
     first, tokens = None, 0
-    stream = client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0,
-                                       logit_bias={"2": -100}, stream=True)
+    stream = client.completions.create(
+        model=model, prompt=prompt, max_tokens=max_tokens, temperature=0, logit_bias={"2": -100}, stream=True
+    )
     for chunk in stream:
         if chunk.choices and chunk.choices[0].text:
             tokens += 1  # one chunk per token (both servers stream token by token)
@@ -96,8 +105,11 @@ def throughput(args) -> None:
             tokens = sum(r[1] for r in results)
             ttft = sorted(r[0] for r in results)[len(results) // 2]
             rows.append((concurrency, tokens / wall, ttft))
-            print(f"{args.server} concurrency {concurrency}: {tokens} tokens in {wall:.2f} s = "
-                  f"{tokens / wall:.1f} tokens/s aggregate, median TTFT {ttft * 1000:.0f} ms", flush=True)
+            print(
+                f"{args.server} concurrency {concurrency}: {tokens} tokens in {wall:.2f} s = "
+                f"{tokens / wall:.1f} tokens/s aggregate, median TTFT {ttft * 1000:.0f} ms",
+                flush=True,
+            )
         print(f"speed-up at 8 vs 1: {rows[-1][1] / rows[0][1]:.2f}x")
     finally:
         stop(proc)
@@ -119,8 +131,10 @@ def prompt_cache(args) -> None:
                 cold.append(one(client, prefix + [10], 1, model)[0])
                 warm.append(one(client, prefix + [11, 12], 1, model)[0])
             c, w = sorted(cold)[len(cold) // 2], sorted(warm)[len(warm) // 2]
-            print(f"{args.server} {args.prefix}-token shared prefix: TTFT cold {c * 1000:.0f} ms, "
-                  f"cached {w * 1000:.0f} ms, ratio {w / c:.2f}")
+            print(
+                f"{args.server} {args.prefix}-token shared prefix: TTFT cold {c * 1000:.0f} ms, "
+                f"cached {w * 1000:.0f} ms, ratio {w / c:.2f}"
+            )
         finally:
             stop(proc)
 
@@ -136,8 +150,10 @@ def main() -> None:
     args = p.parse_args()
     if args.server == "mlx-lm" and args.model is None and args.what == "throughput":
         args.model = str(ROOT / "mlx_llama" / "assets" / "demo")
-    print(f"# {platform.platform()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(
+        f"# {platform.platform()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
     (throughput if args.what == "throughput" else prompt_cache)(args)
 
 

@@ -45,8 +45,9 @@ def main() -> None:
             layer.trim(len(cached) - keep)
         print(f"User: {question}\nAssistant: ", end="", flush=True)
         answer, new_ids = [], []
-        for r in mlx_llama.stream_generate(model, tokenizer, ids[keep:], args.max_tokens, cache=cache,
-                                           stop=stop, temperature=0.7, seed=0):
+        for r in mlx_llama.stream_generate(
+            model, tokenizer, ids[keep:], args.max_tokens, cache=cache, stop=stop, temperature=0.7, seed=0
+        ):
             print(r.text, end="", flush=True)
             answer.append(r.text)
             new_ids.append(r.token)

@@ -19,17 +19,29 @@ import mlx.optimizers as optim
 DEMO = mlx_llama.DEMO_MODEL
 LABELS = {0: "statement", 1: "question"}
 TRAIN = [
-    ("She walked to the village in the rain.", 0), ("Did she walk to the village?", 1),
-    ("The letter arrived this morning.", 0), ("When did the letter arrive?", 1),
-    ("He was a very agreeable young man.", 0), ("Was he an agreeable young man?", 1),
-    ("They dined with the Westons on Tuesday.", 0), ("Where did they dine on Tuesday?", 1),
-    ("Her sister had gone to London.", 0), ("Why had her sister gone to London?", 1),
-    ("The ball was to be on Thursday.", 0), ("Is the ball on Thursday?", 1),
-    ("My aunt will not approve of it.", 0), ("Will your aunt approve of it?", 1),
-    ("The carriage was at the door.", 0), ("Who is at the door?", 1),
+    ("She walked to the village in the rain.", 0),
+    ("Did she walk to the village?", 1),
+    ("The letter arrived this morning.", 0),
+    ("When did the letter arrive?", 1),
+    ("He was a very agreeable young man.", 0),
+    ("Was he an agreeable young man?", 1),
+    ("They dined with the Westons on Tuesday.", 0),
+    ("Where did they dine on Tuesday?", 1),
+    ("Her sister had gone to London.", 0),
+    ("Why had her sister gone to London?", 1),
+    ("The ball was to be on Thursday.", 0),
+    ("Is the ball on Thursday?", 1),
+    ("My aunt will not approve of it.", 0),
+    ("Will your aunt approve of it?", 1),
+    ("The carriage was at the door.", 0),
+    ("Who is at the door?", 1),
 ]
-HELD_OUT = [("Have you read the letter?", 1), ("Mr. Knightley called yesterday.", 0),
-            ("What will your mother say?", 1), ("The garden was very pretty.", 0)]
+HELD_OUT = [
+    ("Have you read the letter?", 1),
+    ("Mr. Knightley called yesterday.", 0),
+    ("What will your mother say?", 1),
+    ("The garden was very pretty.", 0),
+]
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Generate text: greedy, then sampled. Runs offline on the bundled demo model.
 
-    python examples/generate.py
-    python examples/generate.py --model TinyLlama/TinyLlama-1.1B-Chat-v1.0 --prompt "The capital of France is"
+python examples/generate.py
+python examples/generate.py --model TinyLlama/TinyLlama-1.1B-Chat-v1.0 --prompt "The capital of France is"
 """
 
 from __future__ import annotations

@@ -29,9 +29,14 @@ SUBJECTS = ["She", "He", "Emma", "Harriet", "Mr. Knightley", "Her mother", "The 
 POSITIVE = ["delighted", "happy", "charmed", "cheerful", "pleased", "grateful", "merry", "content"]
 NEGATIVE = ["miserable", "wretched", "unhappy", "vexed", "angry", "dismal", "weary", "grieved"]
 OCCASIONS = ["with the ball", "after the dinner", "by the letter", "at the news", "with the visit", "on the walk"]
-HELD_OUT = [("Jane was happy with the ball.", 1), ("The colonel was miserable at the news.", 0),
-            ("My aunt was pleased by the letter.", 1), ("Harriet was wretched after the dinner.", 0),
-            ("He was cheerful on the walk.", 1), ("She was vexed with the visit.", 0)]
+HELD_OUT = [
+    ("Jane was happy with the ball.", 1),
+    ("The colonel was miserable at the news.", 0),
+    ("My aunt was pleased by the letter.", 1),
+    ("Harriet was wretched after the dinner.", 0),
+    ("He was cheerful on the walk.", 1),
+    ("She was vexed with the visit.", 0),
+]
 
 
 def write_data(directory: Path, n_train: int = 200) -> None:
@@ -63,11 +68,20 @@ def main() -> None:
     with warnings.catch_warnings():  # the causal checkpoint has no `score`: expected, it is trained below
         warnings.simplefilter("ignore")
         model = mlx_llama.LlamaForSequenceClassification.from_pretrained(
-            mlx_llama.DEMO_MODEL, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
-    history = finetune(model, tokenizer, out / "data", out / "adapter", LoraConfig(r=8, lora_alpha=16),
-                       TrainingArgs(iters=args.iters, batch_size=8, learning_rate=1e-3, steps_per_report=10,
-                                    steps_per_eval=args.iters), task="sequence-classification",
-                       report=lambda r: print("  ", {k: round(v, 4) for k, v in r.items()}))
+            mlx_llama.DEMO_MODEL, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1}
+        )
+    history = finetune(
+        model,
+        tokenizer,
+        out / "data",
+        out / "adapter",
+        LoraConfig(r=8, lora_alpha=16),
+        TrainingArgs(
+            iters=args.iters, batch_size=8, learning_rate=1e-3, steps_per_report=10, steps_per_eval=args.iters
+        ),
+        task="sequence-classification",
+        report=lambda r: print("  ", {k: round(v, 4) for k, v in r.items()}),
+    )
     val = [r["val_loss"] for r in history if "val_loss" in r]
     print(f"validation loss {val[0]:.4f} -> {val[-1]:.4f}")
 

@@ -20,15 +20,37 @@ from pathlib import Path
 import mlx_llama  # first: sets up the BLAS before MLX loads (Linux)
 from mlx_llama.lora import LoraConfig, TrainingArgs, finetune, fuse
 
-THINGS = ["garden", "ball", "letter", "carriage", "dinner", "walk", "parlour", "bonnet", "house", "party", "music",
-          "weather", "village", "church", "library", "shrubbery", "piano", "card table", "visit", "concert"]
+THINGS = [
+    "garden",
+    "ball",
+    "letter",
+    "carriage",
+    "dinner",
+    "walk",
+    "parlour",
+    "bonnet",
+    "house",
+    "party",
+    "music",
+    "weather",
+    "village",
+    "church",
+    "library",
+    "shrubbery",
+    "piano",
+    "card table",
+    "visit",
+    "concert",
+]
 HELD_OUT = ["picnic", "orchard", "journey", "supper"]
 ADJECTIVES = ["charming", "delightful", "elegant", "agreeable", "pleasing", "handsome", "lively", "splendid"]
 
 
 def style_line(thing: str, rng: random.Random) -> dict:
-    return {"prompt": f"Tell me about the {thing}.\n",
-            "completion": f"Oh, the {thing} was most {rng.choice(ADJECTIVES)}, I do declare!"}
+    return {
+        "prompt": f"Tell me about the {thing}.\n",
+        "completion": f"Oh, the {thing} was most {rng.choice(ADJECTIVES)}, I do declare!",
+    }
 
 
 def write_data(directory: Path, n_train: int = 300) -> None:
@@ -52,10 +74,24 @@ def main() -> None:
     prompt = f"Tell me about the {HELD_OUT[0]}.\n"
     print("before:", mlx_llama.generate(model, tokenizer, prompt, 16).strip())
     config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"])
-    history = finetune(model, tokenizer, out / "data", out / "adapter", config,
-                       TrainingArgs(iters=args.iters, batch_size=8, learning_rate=2e-3, lr_schedule="cosine",
-                                    warmup=5, steps_per_report=20, steps_per_eval=args.iters),
-                       mask_prompt=True, report=lambda r: print("  ", {k: round(v, 4) for k, v in r.items()}))
+    history = finetune(
+        model,
+        tokenizer,
+        out / "data",
+        out / "adapter",
+        config,
+        TrainingArgs(
+            iters=args.iters,
+            batch_size=8,
+            learning_rate=2e-3,
+            lr_schedule="cosine",
+            warmup=5,
+            steps_per_report=20,
+            steps_per_eval=args.iters,
+        ),
+        mask_prompt=True,
+        report=lambda r: print("  ", {k: round(v, 4) for k, v in r.items()}),
+    )
     val = [r["val_loss"] for r in history if "val_loss" in r]
     print(f"validation loss {val[0]:.4f} -> {val[-1]:.4f}")
 

@@ -38,12 +38,12 @@ def main() -> None:
     out = model(mx.array([ids]))
     s, e = best_span(out.start_logits[0].tolist(), out.end_logits[0].tolist(), first=len(question_ids))
     print(f"question: {QUESTION}\ncontext : {CONTEXT}")
-    print(f"span {s}..{e}: {tokenizer.decode(ids[s:e + 1])!r} (untrained head)")
+    print(f"span {s}..{e}: {tokenizer.decode(ids[s : e + 1])!r} (untrained head)")
 
     # Training targets: the token positions of the true answer ("Mr. Bingley": the context's first tokens).
     answer_len = len(tokenizer.encode("Mr. Bingley", add_special_tokens=False))
     start, end = len(question_ids), len(question_ids) + answer_len - 1
-    print(f"true span {start}..{end}: {tokenizer.decode(ids[start:end + 1])!r}")
+    print(f"true span {start}..{end}: {tokenizer.decode(ids[start : end + 1])!r}")
     loss = model(mx.array([ids]), start_positions=[start], end_positions=[end]).loss
     print(f"span loss: {loss.item():.4f}")
 

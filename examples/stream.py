@@ -1,6 +1,6 @@
 """Stream a generation token by token (text is detokenized incrementally), then print the statistics.
 
-    python examples/stream.py --prompt "Mr. Darcy" --max-tokens 60 --temperature 0.7
+python examples/stream.py --prompt "Mr. Darcy" --max-tokens 60 --temperature 0.7
 """
 
 from __future__ import annotations
@@ -23,13 +23,16 @@ def main() -> None:
     model, tokenizer = mlx_llama.load(args.model)
     print(f"prompt: {args.prompt}\ncontinuation: ", end="", flush=True)
     last = None
-    for last in mlx_llama.stream_generate(model, tokenizer, args.prompt, args.max_tokens,
-                                          temperature=args.temperature, seed=0):
+    for last in mlx_llama.stream_generate(
+        model, tokenizer, args.prompt, args.max_tokens, temperature=args.temperature, seed=0
+    ):
         print(last.text, end="", flush=True)  # each response carries only the new piece of text
     print()
     if last is not None:
-        print(f"[{last.generation_tokens} tokens, {last.generation_tps:.1f} tokens/s, "
-              f"finish reason: {last.finish_reason}]")
+        print(
+            f"[{last.generation_tokens} tokens, {last.generation_tps:.1f} tokens/s, "
+            f"finish reason: {last.finish_reason}]"
+        )
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ GET_IT = "get it with `apt-get download r-cran-janeaustenr` and pass the .deb wi
 
 # ---- reading the corpus: R's lazy-load database (Rdata.rdx index + Rdata.rdb blobs), XDR serialization ----
 
+
 class _RReader:
     """Just enough of R's serialization format for character vectors, lists and pairlists."""
 
@@ -84,7 +85,7 @@ class _RReader:
             n = self.int()
             if n == -1:
                 return None
-            text = self.data[self.pos:self.pos + n].decode("utf-8", "replace")
+            text = self.data[self.pos : self.pos + n].decode("utf-8", "replace")
             self.pos += n
             return text
         if kind == 2:  # pairlist node: [attr] [tag] car cdr
@@ -128,7 +129,7 @@ def read_books(data_dir: Path) -> dict[str, list[str]]:
     books = {}
     for name in BOOKS:
         offset, length = index["variables"][name]
-        books[name] = _RReader(_unpack_blob(db[offset:offset + length])).item()
+        books[name] = _RReader(_unpack_blob(db[offset : offset + length])).item()
     return books
 
 
@@ -139,9 +140,9 @@ def unpack_deb(deb: Path, into: Path) -> Path:
         raise SystemExit(f"{deb}: not a .deb (ar) archive; {GET_IT}")
     pos = 8
     while pos + 60 <= len(raw):
-        name, size = raw[pos:pos + 16].decode().strip().rstrip("/"), int(raw[pos + 48:pos + 58].decode().strip())
+        name, size = raw[pos : pos + 16].decode().strip().rstrip("/"), int(raw[pos + 48 : pos + 58].decode().strip())
         if name.startswith("data.tar"):
-            with tarfile.open(fileobj=io.BytesIO(raw[pos + 60:pos + 60 + size])) as tar:
+            with tarfile.open(fileobj=io.BytesIO(raw[pos + 60 : pos + 60 + size])) as tar:
                 tar.extractall(into, filter="data")
             return into / DATA_SUBDIR
         pos += 60 + size + size % 2
@@ -163,8 +164,7 @@ def find_corpus(arg: str | None, scratch: Path) -> Path:
             return unpack_deb(cand, scratch)
         if (cand / "Rdata.rdx").is_file():
             return cand
-    raise SystemExit(f"Jane Austen corpus not found ({arg or 'searched ' + ', '.join(map(str, candidates))}); "
-                     f"{GET_IT}")
+    raise SystemExit(f"Jane Austen corpus not found ({arg or 'searched ' + ', '.join(map(str, candidates))}); {GET_IT}")
 
 
 def paragraphs(lines: list[str]) -> list[str]:
@@ -185,17 +185,34 @@ def paragraphs(lines: list[str]) -> list[str]:
 
 # ---- tokenizer -----------------------------------------------------------------------------------------------
 
+
 def train_tokenizer(texts: list[str], vocab_size: int, prefix: Path) -> Path:
     """SentencePiece BPE with LLaMA's trainer options (byte fallback, split digits, identity normalisation)."""
     import sentencepiece as spm
 
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_prefix=str(prefix), model_type="bpe", vocab_size=vocab_size,
-        character_coverage=1.0, byte_fallback=True, split_digits=True, split_by_unicode_script=True,
-        split_by_number=True, split_by_whitespace=True, normalization_rule_name="identity",
-        add_dummy_prefix=True, remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, unk_surface=" \u2047 ", max_sentence_length=1 << 16,
-        num_threads=2, minloglevel=2,
+        sentence_iterator=iter(texts),
+        model_prefix=str(prefix),
+        model_type="bpe",
+        vocab_size=vocab_size,
+        character_coverage=1.0,
+        byte_fallback=True,
+        split_digits=True,
+        split_by_unicode_script=True,
+        split_by_number=True,
+        split_by_whitespace=True,
+        normalization_rule_name="identity",
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        unk_surface=" \u2047 ",
+        max_sentence_length=1 << 16,
+        num_threads=2,
+        minloglevel=2,
     )
     return prefix.with_suffix(".model")
 
@@ -211,20 +228,23 @@ def token_stream(tok: LlamaTokenizer, texts: list[str]) -> tuple[np.ndarray, np.
 
 # ---- training ------------------------------------------------------------------------------------------------
 
+
 def batches(stream: np.ndarray, starts: np.ndarray, batch: int, context: int, rng: np.random.Generator):
     """Endless random windows that start at a paragraph's `<s>`, as generation starts."""
     starts = starts[starts + context <= len(stream)]
     while True:
         picks = rng.choice(starts, size=batch)
-        yield mx.array(np.stack([stream[s:s + context] for s in picks]))
+        yield mx.array(np.stack([stream[s : s + context] for s in picks]))
 
 
 def evaluate(model: LlamaForCausalLM, stream: np.ndarray, context: int, batch: int = 8) -> float:
     """Mean next-token loss over consecutive held-out windows."""
     n = len(stream) // context
     windows = stream[: n * context].reshape(n, context)
-    losses = [model(mx.array(windows[i:i + batch]), labels=mx.array(windows[i:i + batch])).loss.item()
-              for i in range(0, n, batch)]
+    losses = [
+        model(mx.array(windows[i : i + batch]), labels=mx.array(windows[i : i + batch])).loss.item()
+        for i in range(0, n, batch)
+    ]
     return float(np.mean(losses))
 
 
@@ -247,10 +267,17 @@ def train(args: argparse.Namespace) -> None:
 
     mx.random.seed(args.seed)
     config = LlamaConfig(
-        vocab_size=args.vocab_size, hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-        max_position_embeddings=args.context, rms_norm_eps=1e-5, tie_word_embeddings=True,
-        bos_token_id=1, eos_token_id=2,
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden_size,
+        intermediate_size=args.intermediate_size,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        max_position_embeddings=args.context,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     model = LlamaForCausalLM(config)
     n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
@@ -259,8 +286,12 @@ def train(args: argparse.Namespace) -> None:
 
     warmup = max(1, args.steps // 20)
     schedule = optim.join_schedules(
-        [optim.linear_schedule(args.lr / warmup, args.lr, warmup),
-         optim.cosine_decay(args.lr, args.steps - warmup, end=args.lr / 10)], [warmup])
+        [
+            optim.linear_schedule(args.lr / warmup, args.lr, warmup),
+            optim.cosine_decay(args.lr, args.steps - warmup, end=args.lr / 10),
+        ],
+        [warmup],
+    )
     optimizer = optim.AdamW(learning_rate=schedule, betas=[0.9, 0.95], weight_decay=0.1)
     loss_and_grad = nn.value_and_grad(model, lambda m, x: m(x, labels=x).loss)
     state = [model.state, optimizer.state, mx.random.state]
@@ -282,8 +313,11 @@ def train(args: argparse.Namespace) -> None:
         if i % args.log_every == 0 or i == args.steps:
             elapsed = time.time() - t_train
             speed = i * args.batch_size * args.context / elapsed
-            print(f"step {i}/{args.steps}  loss {smooth:.3f}  lr {schedule(i).item():.2e}  {speed:.0f} tok/s  "
-                  f"eta {elapsed / i * (args.steps - i):.0f} s", flush=True)
+            print(
+                f"step {i}/{args.steps}  loss {smooth:.3f}  lr {schedule(i).item():.2e}  {speed:.0f} tok/s  "
+                f"eta {elapsed / i * (args.steps - i):.0f} s",
+                flush=True,
+            )
     train_time = time.time() - t_train
 
     model.eval()
@@ -294,10 +328,15 @@ def train(args: argparse.Namespace) -> None:
     model.save_pretrained(out)
     summary = {
         "corpus": "Jane Austen's six novels, Debian package r-cran-janeaustenr 1.0.0 (MIT; texts public domain)",
-        "parameters": n_params, "train_tokens": int(len(stream)), "tokens_seen": args.steps * args.batch_size
-        * args.context, "final_train_loss": round(smooth, 3), "held_out_loss": round(val, 3),
-        "held_out_perplexity": round(math.exp(val), 1), "train_seconds": round(train_time),
-        "total_seconds": round(time.time() - t_start), "command": " ".join(sys.argv[1:]),
+        "parameters": n_params,
+        "train_tokens": int(len(stream)),
+        "tokens_seen": args.steps * args.batch_size * args.context,
+        "final_train_loss": round(smooth, 3),
+        "held_out_loss": round(val, 3),
+        "held_out_perplexity": round(math.exp(val), 1),
+        "train_seconds": round(train_time),
+        "total_seconds": round(time.time() - t_start),
+        "command": " ".join(sys.argv[1:]),
     }
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

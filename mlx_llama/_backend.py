@@ -127,8 +127,12 @@ def _library_of(func: object) -> str | None:
     """The shared object a resolved symbol lives in (dladdr)."""
 
     class DlInfo(ctypes.Structure):
-        _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
-                    ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+        _fields_ = [
+            ("fname", ctypes.c_char_p),
+            ("fbase", ctypes.c_void_p),
+            ("sname", ctypes.c_char_p),
+            ("saddr", ctypes.c_void_p),
+        ]
 
     info = DlInfo()
     dladdr = ctypes.CDLL(None).dladdr

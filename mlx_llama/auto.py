@@ -25,8 +25,10 @@ from .open_llama_config import OpenLlamaConfig
 MODEL_MAPPINGS: dict[str, dict[str, type]] = {
     "base": {"llama": LlamaModel, "open-llama": OpenLlamaModel},
     "causal-lm": {"llama": LlamaForCausalLM, "open-llama": OpenLlamaForCausalLM},
-    "sequence-classification": {"llama": LlamaForSequenceClassification,
-                                "open-llama": OpenLlamaForSequenceClassification},
+    "sequence-classification": {
+        "llama": LlamaForSequenceClassification,
+        "open-llama": OpenLlamaForSequenceClassification,
+    },
     "question-answering": {"llama": LlamaForQuestionAnswering},
     "token-classification": {"llama": LlamaForTokenClassification},
 }
@@ -64,8 +66,9 @@ class _AutoModel:
     def model_class(cls, model_type: str, where: str):
         mapping = MODEL_MAPPINGS[cls.task]
         if model_type not in mapping:
-            raise ConfigError(f"{where}: {cls.__name__} has no class for model_type {model_type!r} "
-                              f"(available: {', '.join(mapping)})")
+            raise ConfigError(
+                f"{where}: {cls.__name__} has no class for model_type {model_type!r} (available: {', '.join(mapping)})"
+            )
         return mapping[model_type]
 
     @classmethod

@@ -104,8 +104,10 @@ class RotatingKVCache:
         if n < self.max_size or self._idx == n:
             return k[..., :n, :], v[..., :n, :]
         parts = [slice(0, self.keep), slice(self._idx, n), slice(self.keep, self._idx)]
-        return (mx.concatenate([k[..., s, :] for s in parts], axis=2),
-                mx.concatenate([v[..., s, :] for s in parts], axis=2))
+        return (
+            mx.concatenate([k[..., s, :] for s in parts], axis=2),
+            mx.concatenate([v[..., s, :] for s in parts], axis=2),
+        )
 
     def _store(self, keys: mx.array, values: mx.array) -> None:
         """Keep the first `keep` and the last `max_size - keep` of time-ordered entries."""
@@ -258,8 +260,14 @@ class QuantizedKVCache:
         return 0 if self.keys is None else sum(a.nbytes for a in (*self.keys, *self.values))
 
     def to_state(self) -> tuple[dict[str, mx.array], dict]:
-        meta = {"offset": self.offset, "group_size": self.group_size, "bits": self.bits, "start": self.start,
-                "dtype": str(self.dtype).split(".")[-1], "float": self._float is not None}
+        meta = {
+            "offset": self.offset,
+            "group_size": self.group_size,
+            "bits": self.bits,
+            "start": self.start,
+            "dtype": str(self.dtype).split(".")[-1],
+            "float": self._float is not None,
+        }
         if self._float is not None:
             return self._float.to_state()[0], meta
         names = ("keys", "key_scales", "key_biases", "values", "value_scales", "value_biases")
@@ -288,16 +296,23 @@ def check_cache_options(options: dict, have_cache: bool = False) -> dict:
     """The given (non-None) KV cache options; a clear error for unknown names or options beside a given cache."""
     unknown = sorted(set(options) - set(CACHE_OPTIONS))
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; the KV cache options are "
-                          f"{', '.join(CACHE_OPTIONS)}")
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)}; the KV cache options are {', '.join(CACHE_OPTIONS)}"
+        )
     given = {k: v for k, v in options.items() if v is not None}
     if given and have_cache:
         raise ConfigError(f"{', '.join(given)} choose a new KV cache: not with cache= (it already has its kind)")
     return given
 
 
-def make_cache(num_layers: int, max_kv_size: int | None = None, kv_bits: int | None = None,
-               kv_group_size: int = 64, quantized_kv_start: int = 0, keep: int = 4) -> list:
+def make_cache(
+    num_layers: int,
+    max_kv_size: int | None = None,
+    kv_bits: int | None = None,
+    kv_group_size: int = 64,
+    quantized_kv_start: int = 0,
+    keep: int = 4,
+) -> list:
     """One fresh cache per decoder layer: float (default), rotating (`max_kv_size`) or quantized (`kv_bits`)."""
     if max_kv_size is not None and kv_bits is not None:
         raise ConfigError("choose a rotating (max_kv_size) or a quantized (kv_bits) KV cache, not both")
@@ -308,8 +323,9 @@ def make_cache(num_layers: int, max_kv_size: int | None = None, kv_bits: int | N
     return [KVCache() for _ in range(num_layers)]
 
 
-def transformers_cache_options(cache_implementation: str | None, cache_config: dict | None,
-                               padded: bool = False) -> dict:
+def transformers_cache_options(
+    cache_implementation: str | None, cache_config: dict | None, padded: bool = False
+) -> dict:
     """`make_cache` options from Transformers' `cache_implementation` / `cache_config` spelling.
 
     "dynamic", "static" (or None) is the float cache; "quantized" takes `nbits` (default 4), `q_group_size` (64) and
@@ -320,8 +336,11 @@ def transformers_cache_options(cache_implementation: str | None, cache_config: d
     if cache_implementation in (None, "dynamic", "static"):  # ours is preallocated, i.e. already "static"
         return {}
     if cache_implementation == "quantized":
-        return {"kv_bits": int(cfg.get("nbits", 4)), "kv_group_size": int(cfg.get("q_group_size", 64)),
-                "quantized_kv_start": int(cfg.get("residual_length", 0))}
+        return {
+            "kv_bits": int(cfg.get("nbits", 4)),
+            "kv_group_size": int(cfg.get("q_group_size", 64)),
+            "quantized_kv_start": int(cfg.get("residual_length", 0)),
+        }
     if cache_implementation in ("sliding_window", "rotating"):
         size = cfg.get("max_kv_size", cfg.get("sliding_window"))
         if size is None:
@@ -329,8 +348,10 @@ def transformers_cache_options(cache_implementation: str | None, cache_config: d
         if padded:
             raise ConfigError("a rotating (sliding_window) KV cache takes unpadded prompts: no padding in the batch")
         return {"max_kv_size": int(size), "keep": int(cfg.get("keep", 4))}
-    raise ConfigError(f"cache_implementation {cache_implementation!r} is not supported; "
-                      "use 'dynamic', 'quantized' or 'sliding_window'")
+    raise ConfigError(
+        f"cache_implementation {cache_implementation!r} is not supported; "
+        "use 'dynamic', 'quantized' or 'sliding_window'"
+    )
 
 
 def save_cache_file(path: str | Path, cache: list, metadata: dict[str, str]) -> None:
@@ -356,6 +377,6 @@ def load_cache_file(path: str | Path) -> tuple[list, dict[str, str]]:
     cache = []
     for i, meta in enumerate(layers):
         prefix = f"{i}."
-        state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
         cache.append(CACHE_CLASSES[meta.pop("class")].from_state(state, meta))
     return cache, metadata

@@ -46,11 +46,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system", help="system prompt (with a chat format)")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--prefill-step-size", type=int, default=512, help="prompt tokens per prefill chunk")
-    p.add_argument("--allow-long-prompt", action="store_true",
-                   help="run prompts longer than the model's max_position_embeddings (slow, degraded output)")
+    p.add_argument(
+        "--allow-long-prompt",
+        action="store_true",
+        help="run prompts longer than the model's max_position_embeddings (slow, degraded output)",
+    )
     p.add_argument("--quiet", action="store_true", help="no notices, progress or statistics on stderr")
-    p.add_argument("--parallel", choices=("tensor", "pipeline"),
-                   help="split the model over the ranks started by mlx.launch; rank 0 reads input and prints")
+    p.add_argument(
+        "--parallel",
+        choices=("tensor", "pipeline"),
+        help="split the model over the ranks started by mlx.launch; rank 0 reads input and prints",
+    )
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -353,10 +359,16 @@ def run_lora(args: argparse.Namespace) -> None:
     (run_lora if args.command == "lora" else run_fuse)(args)
 
 
-COMMANDS = {"generate": run_generate, "chat": run_chat, "convert": run_convert, "lora": run_lora, "fuse": run_lora,
-            "serve": run_serve,
-            "cache-prompt": lambda a: cli_decoding.run_cache_prompt(a, _load),
-            "perplexity": lambda a: cli_decoding.run_perplexity(a, _load)}
+COMMANDS = {
+    "generate": run_generate,
+    "chat": run_chat,
+    "convert": run_convert,
+    "lora": run_lora,
+    "fuse": run_lora,
+    "serve": run_serve,
+    "cache-prompt": lambda a: cli_decoding.run_cache_prompt(a, _load),
+    "perplexity": lambda a: cli_decoding.run_perplexity(a, _load),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

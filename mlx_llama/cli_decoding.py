@@ -28,8 +28,12 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-kv-size", type=int, help="rotating KV cache of N positions (the first 4 + a window)")
     p.add_argument("--kv-bits", type=int, choices=(2, 3, 4, 5, 6, 8), help="quantize the KV cache to this many bits")
     p.add_argument("--kv-group-size", type=int, default=64, help="group size of the KV quantization (default 64)")
-    p.add_argument("--quantized-kv-start", type=int, default=0,
-                   help="keep the first N positions in float, then quantize (default 0)")
+    p.add_argument(
+        "--quantized-kv-start",
+        type=int,
+        default=0,
+        help="keep the first N positions in float, then quantize (default 0)",
+    )
 
 
 def add_parsers(sub, add_model_args) -> None:
@@ -55,8 +59,11 @@ def cache_options(args: argparse.Namespace) -> dict:
             raise MlxLlamaError(f"--max-kv-size must be at least 8, got {args.max_kv_size}")
         return {"max_kv_size": args.max_kv_size}
     if getattr(args, "kv_bits", None) is not None:
-        return {"kv_bits": args.kv_bits, "kv_group_size": args.kv_group_size,
-                "quantized_kv_start": args.quantized_kv_start}
+        return {
+            "kv_bits": args.kv_bits,
+            "kv_group_size": args.kv_group_size,
+            "quantized_kv_start": args.quantized_kv_start,
+        }
     return {}
 
 

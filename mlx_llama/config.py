@@ -23,16 +23,26 @@ QUANT_BITS = (2, 3, 4, 5, 6, 8)
 QUANT_GROUP_SIZES = (32, 64, 128)
 MAX_LABELS = 1 << 17  # far beyond any classification head; bounds the id2label table built from num_labels
 _SIZE_LIMITS = {  # sizes beyond these are corrupt files, not models (and would overflow MLX's int32 shapes)
-    "vocab_size": 1 << 24, "hidden_size": 1 << 20, "intermediate_size": 1 << 22, "num_hidden_layers": 1 << 14,
-    "num_attention_heads": 1 << 14, "max_position_embeddings": 1 << 28, "pretraining_tp": 1 << 10,
+    "vocab_size": 1 << 24,
+    "hidden_size": 1 << 20,
+    "intermediate_size": 1 << 22,
+    "num_hidden_layers": 1 << 14,
+    "num_attention_heads": 1 << 14,
+    "max_position_embeddings": 1 << 28,
+    "pretraining_tp": 1 << 10,
 }
 _BOOLS = ("use_cache", "tie_word_embeddings", "attention_bias", "mlp_bias")
 _NUMBERS = ("initializer_range", "rms_norm_eps", "rope_theta", "attention_dropout")
 _OPTIONAL_TYPES = {  # field -> (expected type(s), description)
-    "rope_scaling": (dict, "an object or null"), "id2label": (dict, "an object or null"),
-    "label2id": (dict, "an object or null"), "architectures": ((list, str), "a list of names or null"),
-    "torch_dtype": (str, "a dtype name or null"), "quantization": (dict, "an object or null"),
-    "problem_type": (str, "a string or null"), "model_type": (str, "a string"), "hidden_act": (str, "a string"),
+    "rope_scaling": (dict, "an object or null"),
+    "id2label": (dict, "an object or null"),
+    "label2id": (dict, "an object or null"),
+    "architectures": ((list, str), "a list of names or null"),
+    "torch_dtype": (str, "a dtype name or null"),
+    "quantization": (dict, "an object or null"),
+    "problem_type": (str, "a string or null"),
+    "model_type": (str, "a string"),
+    "hidden_act": (str, "a string"),
 }
 
 
@@ -84,20 +94,24 @@ def _check_labels(config: Any) -> None:
             raise ConfigError(f"config field `id2label` must hold 1 to {MAX_LABELS} labels")
         for key, label in config.id2label.items():
             if not (_is_int(key) or (isinstance(key, str) and key.isdigit())) or not isinstance(label, str):
-                raise ConfigError(f"config field `id2label` must map ids to label names, got {shorten(key)}: "
-                                  f"{shorten(label)}")
+                raise ConfigError(
+                    f"config field `id2label` must map ids to label names, got {shorten(key)}: {shorten(label)}"
+                )
     if config.label2id is not None:
         for label, key in config.label2id.items():
             if not (_is_int(key) or (isinstance(key, str) and key.lstrip("-").isdigit())):
-                raise ConfigError(f"config field `label2id` must map label names to ids, got {shorten(label)}: "
-                                  f"{shorten(key)}")
+                raise ConfigError(
+                    f"config field `label2id` must map label names to ids, got {shorten(label)}: {shorten(key)}"
+                )
 
 
 def _check_quantization(q: Any) -> None:
     if q is None:
         return
-    if q.get("group_size") not in QUANT_GROUP_SIZES or q.get("bits") not in QUANT_BITS or isinstance(
-        q.get("bits"), bool
+    if (
+        q.get("group_size") not in QUANT_GROUP_SIZES
+        or q.get("bits") not in QUANT_BITS
+        or isinstance(q.get("bits"), bool)
     ):
         raise ConfigError(
             f"config field `quantization` must give group_size in {QUANT_GROUP_SIZES} and bits in {QUANT_BITS}, "
@@ -204,8 +218,10 @@ class LlamaConfig:
         if not (_is_number(self.rope_theta) and self.rope_theta > 0):
             raise ConfigError(f"config field `rope_theta` must be a positive number, got {shorten(self.rope_theta)}")
         if not (_is_int(self.max_position_embeddings) and self.max_position_embeddings > 0):
-            raise ConfigError(f"config field `max_position_embeddings` must be a positive integer, got "
-                              f"{shorten(self.max_position_embeddings)}")
+            raise ConfigError(
+                f"config field `max_position_embeddings` must be a positive integer, got "
+                f"{shorten(self.max_position_embeddings)}"
+            )
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ConfigError(f"config field `attention_dropout` must be in [0, 1), got {self.attention_dropout!r}")
         validate_rope_scaling(self.rope_scaling, self.head_dim, self.max_position_embeddings)

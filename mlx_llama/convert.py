@@ -191,8 +191,9 @@ def _cast_chunk(
     return wide.astype(BY_NAME[target].raw, copy=False)
 
 
-def _outputs(job: _Job, chunk: np.ndarray, extras: list[np.ndarray], src_dtypes: dict[str, str],
-             allow_nonfinite: bool) -> list:
+def _outputs(
+    job: _Job, chunk: np.ndarray, extras: list[np.ndarray], src_dtypes: dict[str, str], allow_nonfinite: bool
+) -> list:
     """The output pieces of one row chunk, one per entry of the job."""
     src_dtype = src_dtypes[job.source]
     if job.kind == "dequantize":
@@ -209,8 +210,9 @@ def _outputs(job: _Job, chunk: np.ndarray, extras: list[np.ndarray], src_dtypes:
     return [chunk]
 
 
-def _run_job(job: _Job, source: Source, src_dtypes: dict[str, str], writer: ShardWriter,
-             allow_nonfinite: bool = False) -> None:
+def _run_job(
+    job: _Job, source: Source, src_dtypes: dict[str, str], writer: ShardWriter, allow_nonfinite: bool = False
+) -> None:
     """Read one source tensor, then cast / quantize / dequantize it in row chunks straight into the shards."""
     raw = source.read(job.source)
     if raw.size == 0:
@@ -473,7 +475,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) for a repo id")
     parser.add_argument(
-        "--llama-version", "--llama_version", choices=VERSIONS,
+        "--llama-version",
+        "--llama_version",
+        choices=VERSIONS,
         help="Meta checkpoints: only when the files cannot tell (3.2 always)",
     )
     parser.add_argument("--instruct", action="store_true", help="Meta Llama 3.x Instruct: chat template, stop ids")

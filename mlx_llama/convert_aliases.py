@@ -15,8 +15,13 @@ def add_seed_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input_dir", dest="source_flag", help="same as SOURCE")
     parser.add_argument("--output_dir", dest="output_flag", help="same as OUTPUT")
     parser.add_argument("--model_size", help="accepted for compatibility: the size is read from params.json")
-    parser.add_argument("--safe_serialization", nargs="?", const="true", default="true",
-                        help="accepted for compatibility: the output is always safetensors")
+    parser.add_argument(
+        "--safe_serialization",
+        nargs="?",
+        const="true",
+        default="true",
+        help="accepted for compatibility: the output is always safetensors",
+    )
 
 
 def apply_seed_flags(args: argparse.Namespace) -> None:

@@ -80,9 +80,7 @@ def model_class(config: dict[str, Any], where: str = "config.json"):
                 f"{where}: architectures {names} are not supported; known: {', '.join(sorted(ARCHITECTURES))}"
             )
         if model_type not in MODEL_TYPES:
-            raise ConfigError(
-                f"{where}: model_type {model_type!r} is not supported; known: {', '.join(MODEL_TYPES)}"
-            )
+            raise ConfigError(f"{where}: model_type {model_type!r} is not supported; known: {', '.join(MODEL_TYPES)}")
         chosen = MODEL_TYPES[model_type]
     return ARCHITECTURES[chosen]
 
@@ -105,8 +103,12 @@ def load_tokenizer(path_or_repo_id: str | os.PathLike):
     return AutoTokenizer.from_pretrained(resolve_model_path(path_or_repo_id))
 
 
-def load(path_or_repo_id: str | os.PathLike, dtype: str | mx.Dtype | None = None, parallel: str | None = None,
-         adapter_path: str | os.PathLike | None = None):
+def load(
+    path_or_repo_id: str | os.PathLike,
+    dtype: str | mx.Dtype | None = None,
+    parallel: str | None = None,
+    adapter_path: str | os.PathLike | None = None,
+):
     """Load `(model, tokenizer)` from a converted or Transformers directory, or a Hub id.
 
     `dtype=None` lets the model pick its load-time layout (see `from_pretrained`); pass e.g. "float16"

@@ -63,6 +63,7 @@ def parameter_bytes(model: nn.Module) -> int:
 
 # ---- modules ---------------------------------------------------------------------------------------------
 
+
 class AllSumLinear(nn.Module):
     """A row shard: the partial product of this rank's input features, summed over ranks, then the bias once."""
 
@@ -131,8 +132,9 @@ class RemoteLayer(nn.Module):
         super().__init__()
         self.role, self.peer, self.group = role, peer, group
 
-    def __call__(self, x: mx.array, positions: Any, mask: Any, cache: OffsetCache | None = None,
-                 output_attentions: bool = False) -> tuple[mx.array, None]:
+    def __call__(
+        self, x: mx.array, positions: Any, mask: Any, cache: OffsetCache | None = None, output_attentions: bool = False
+    ) -> tuple[mx.array, None]:
         if self.role == "recv":
             x = mx.distributed.recv_like(x, self.peer, group=self.group)
         elif self.role == "send":
@@ -167,8 +169,9 @@ class StageEmbedding(nn.Module):
     """The token embedding of a pipeline: a lookup on rank 0, zeros (to be overwritten by the received hidden
     state) elsewhere; with tied weights also the output projection, on the last rank."""
 
-    def __init__(self, inner: nn.Module | None, lookup: bool, project: bool, hidden: int, vocab: int,
-                 group: mx.distributed.Group) -> None:
+    def __init__(
+        self, inner: nn.Module | None, lookup: bool, project: bool, hidden: int, vocab: int, group: mx.distributed.Group
+    ) -> None:
         super().__init__()
         if inner is not None:
             self.inner = inner
@@ -186,19 +189,24 @@ class StageEmbedding(nn.Module):
 
 # ---- plans -----------------------------------------------------------------------------------------------
 
+
 def tensor_config(config: Any, n: int) -> Any:
     """The config of one tensor shard; a clear error when heads, KV heads or the MLP width do not divide."""
     heads, kv, inter = config.num_attention_heads, config.num_key_value_heads, config.intermediate_size
     for name, value in (("num_attention_heads", heads), ("num_key_value_heads", kv), ("intermediate_size", inter)):
         if value % n:
-            raise ConfigError(f"config field `{name}` ({value}) must be divisible by the number of ranks ({n}) "
-                              "for tensor parallelism; use --parallel pipeline or another rank count")
+            raise ConfigError(
+                f"config field `{name}` ({value}) must be divisible by the number of ranks ({n}) "
+                "for tensor parallelism; use --parallel pipeline or another rank count"
+            )
     q = config.quantization
     if q:
         for name, width in (("o_proj", heads * config.head_dim), ("down_proj", inter)):
             if (width // n) % q["group_size"]:
-                raise ConfigError(f"{name}: {width // n} input features per rank is not a multiple of the "
-                                  f"quantization group size {q['group_size']}; use fewer ranks or pipeline mode")
+                raise ConfigError(
+                    f"{name}: {width // n} input features per rank is not a multiple of the "
+                    f"quantization group size {q['group_size']}; use fewer ranks or pipeline mode"
+                )
     local = copy.copy(config)  # set, not re-validated: Open-Llama's config would reset the GQA/head_dim fields
     local.head_dim = config.head_dim
     local.num_attention_heads, local.num_key_value_heads, local.intermediate_size = heads // n, kv // n, inter // n
@@ -208,8 +216,10 @@ def tensor_config(config: Any, n: int) -> Any:
 def pipeline_plan(num_layers: int, rank: int, n: int) -> ParallelPlan:
     """Contiguous stages, as even as possible (the first ranks take one more layer when it does not divide)."""
     if num_layers < n:
-        raise ConfigError(f"config field `num_hidden_layers` ({num_layers}) is smaller than the number of ranks "
-                          f"({n}): every pipeline stage needs at least one layer")
+        raise ConfigError(
+            f"config field `num_hidden_layers` ({num_layers}) is smaller than the number of ranks "
+            f"({n}): every pipeline stage needs at least one layer"
+        )
     base, extra = divmod(num_layers, n)
     first = rank * base + min(rank, extra)
     return ParallelPlan("pipeline", rank, n, first, first + base + (1 if rank < extra else 0))
@@ -249,8 +259,9 @@ def _pipeline_wrap(model: nn.Module, plan: ParallelPlan, group: mx.distributed.G
     base, config = model.base_model, model.config
     last = plan.rank == plan.size - 1
     if not isinstance(base.embed_tokens, StageEmbedding):
-        base.embed_tokens = StageEmbedding(base.embed_tokens, plan.rank == 0, last, config.hidden_size,
-                                           config.vocab_size, group)
+        base.embed_tokens = StageEmbedding(
+            base.embed_tokens, plan.rank == 0, last, config.hidden_size, config.vocab_size, group
+        )
     if "lm_head" in model and not isinstance(model.lm_head, StageHead):
         model.lm_head = StageHead(model.lm_head, config.vocab_size, group)
     base.embed_tokens.dtype = _hidden_dtype(base.embed_tokens, group)
@@ -294,6 +305,7 @@ def _tensor_wrap(model: nn.Module, group: mx.distributed.Group) -> None:
 
 # ---- loading ---------------------------------------------------------------------------------------------
 
+
 def _elsewhere(key: str, model: nn.Module, plan: ParallelPlan) -> bool:
     """Whether a checkpoint tensor (by model name) belongs to another pipeline stage."""
     parts = key.split(".")
@@ -304,8 +316,9 @@ def _elsewhere(key: str, model: nn.Module, plan: ParallelPlan) -> bool:
     return plan.mode == "pipeline" and (parts[-2:-1] == ["embed_tokens"] or parts[0] == "lm_head")
 
 
-def _read_local(model: nn.Module, reader: SlicedReader, names: dict[str, str], plan: ParallelPlan,
-                source: str) -> dict[str, mx.array]:
+def _read_local(
+    model: nn.Module, reader: SlicedReader, names: dict[str, str], plan: ParallelPlan, source: str
+) -> dict[str, mx.array]:
     """This rank's tensors, read as slices; an error for checkpoint tensors no rank would take."""
     expected = dict(tree_flatten(model.parameters()))
     stray = sorted(k for k in names if k not in expected and not _elsewhere(k, model, plan))
@@ -346,8 +359,9 @@ def _local_model(cls: type, config: Any, mode: str, group: mx.distributed.Group)
     return model, pipeline_plan(config.num_hidden_layers, rank, n)
 
 
-def load_parallel(cls: type, path: str | Path, mode: str, dtype: Any = None,
-                  group: mx.distributed.Group | None = None) -> nn.Module:
+def load_parallel(
+    cls: type, path: str | Path, mode: str, dtype: Any = None, group: mx.distributed.Group | None = None
+) -> nn.Module:
     """This rank's part of a `cls` model from the directory `path`, split by `mode` across `group`.
 
     As `from_pretrained` (same dtype rules, strict names and shapes), but only this rank's tensors are read.
@@ -389,6 +403,7 @@ def load_parallel(cls: type, path: str | Path, mode: str, dtype: Any = None,
 
 
 # ---- rank 0 talks to the user ----------------------------------------------------------------------------
+
 
 def broadcast_text(text: str | None, group: mx.distributed.Group | None = None) -> str | None:
     """Rank 0's text (None: end of input) on every rank; what the other ranks pass is ignored."""

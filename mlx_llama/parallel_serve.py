@@ -33,7 +33,7 @@ def _tagged(value: Any) -> Any:
 def _untagged(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
-    (kind, items), = value.items()
+    ((kind, items),) = value.items()
     if kind == "dict":
         return {_untagged(k): _untagged(v) for k, v in items}
     return {"tuple": tuple, "frozenset": frozenset, "list": list}[kind](_untagged(v) for v in items)
@@ -99,11 +99,22 @@ class MirroredScheduler(Scheduler):
         jobs = []
         for job in arrivals:
             self._jobs[self._next_id] = (job, None)
-            jobs.append({"id": self._next_id, "prompt": job.prompt, "max_tokens": job.max_tokens, "n": job.n,
-                         "stop": job.stop, "options": _options_json(job.options)})
+            jobs.append(
+                {
+                    "id": self._next_id,
+                    "prompt": job.prompt,
+                    "max_tokens": job.max_tokens,
+                    "n": job.n,
+                    "stop": job.stop,
+                    "options": _options_json(job.options),
+                }
+            )
             self._next_id += 1
-        cancel = [i for i, (client, copy) in self._jobs.items()
-                  if client is not None and copy is not None and client.cancelled.is_set()]
+        cancel = [
+            i
+            for i, (client, copy) in self._jobs.items()
+            if client is not None and copy is not None and client.cancelled.is_set()
+        ]
         return {"stop": self._stopping.is_set(), "jobs": jobs, "cancel": cancel}
 
     def _sync(self) -> bool:
@@ -115,8 +126,14 @@ class MirroredScheduler(Scheduler):
             return False
         for spec in message["jobs"]:
             client = self._jobs.get(spec["id"], (None, None))[0]
-            copy = Job(spec["prompt"], spec["max_tokens"], _options(spec["options"]),
-                       client.emit if client is not None else _ignore, n=spec["n"], stop=spec["stop"])
+            copy = Job(
+                spec["prompt"],
+                spec["max_tokens"],
+                _options(spec["options"]),
+                client.emit if client is not None else _ignore,
+                n=spec["n"],
+                stop=spec["stop"],
+            )
             self._jobs[spec["id"]] = (client, copy)
             self.waiting.append(copy)
         for i in message["cancel"]:
@@ -125,8 +142,11 @@ class MirroredScheduler(Scheduler):
 
     def _prune(self) -> None:
         waiting = {id(j) for j in self.waiting}
-        self._jobs = {i: (client, copy) for i, (client, copy) in self._jobs.items()
-                      if copy is None or id(copy) in self.active or id(copy) in waiting}
+        self._jobs = {
+            i: (client, copy)
+            for i, (client, copy) in self._jobs.items()
+            if copy is None or id(copy) in self.active or id(copy) in waiting
+        }
 
     def _iteration(self) -> None:
         if not self._sync():
@@ -147,8 +167,10 @@ def make_scheduler(model, tokenizer, parallel: str | None, **kwargs: Any) -> Sch
     if parallel != "tensor":
         from .errors import ConfigError
 
-        raise ConfigError(f"serve supports --parallel tensor only (got {parallel!r}): the server's batch cache "
-                          "holds every layer on every rank")
+        raise ConfigError(
+            f"serve supports --parallel tensor only (got {parallel!r}): the server's batch cache "
+            "holds every layer on every rank"
+        )
     return MirroredScheduler(model, tokenizer, mx.distributed.init(), **kwargs)
 
 

@@ -25,8 +25,16 @@ def window_nll(model, window: Sequence[int], cache_options: dict | None = None) 
     return float(nll.sum().item()), int(targets.shape[0])
 
 
-def perplexity(model, tokenizer, text: str, context_length: int = 256, *, add_special_tokens: bool = True,
-               cache_options: dict | None = None, progress=None) -> float:
+def perplexity(
+    model,
+    tokenizer,
+    text: str,
+    context_length: int = 256,
+    *,
+    add_special_tokens: bool = True,
+    cache_options: dict | None = None,
+    progress=None,
+) -> float:
     """exp(mean NLL) of `tokenizer.encode(text)` scored in windows of `context_length` tokens.
 
     `cache_options` (e.g. {"kv_bits": 4}) score through a quantized or rotating KV cache, to measure its cost.

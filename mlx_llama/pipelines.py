@@ -70,8 +70,9 @@ class TextGenerationPipeline(Pipeline):
         if isinstance(prompt, (list, tuple)):  # a chat
             last = prompt[-1].get("role") if prompt else None
             if last == "assistant":
-                raise ConfigError("continuing a final assistant message is not supported; end the chat with a "
-                                  "user message")
+                raise ConfigError(
+                    "continuing a final assistant message is not supported; end the chat with a user message"
+                )
             return list(self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True))
         if not isinstance(prompt, str):
             raise ConfigError(f"text-generation takes a string, a list of strings or a chat, got {type(prompt)}")
@@ -93,8 +94,10 @@ class TextGenerationPipeline(Pipeline):
     def _records(self, prompt: Any, prompt_ids: list[int], sequences: np.ndarray, opts: dict[str, Any]) -> list:
         if opts["return_tensors"]:
             return [{"generated_token_ids": seq.tolist()} for seq in sequences]
-        decode = dict(skip_special_tokens=opts["skip_special_tokens"],
-                      clean_up_tokenization_spaces=opts["clean_up_tokenization_spaces"])
+        decode = dict(
+            skip_special_tokens=opts["skip_special_tokens"],
+            clean_up_tokenization_spaces=opts["clean_up_tokenization_spaces"],
+        )
         prompt_len = len(self.tokenizer.decode(prompt_ids, **decode))
         records = []
         for seq in sequences:
@@ -110,11 +113,14 @@ class TextGenerationPipeline(Pipeline):
     @staticmethod
     def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
         full = kwargs.pop("return_full_text", None)
-        return {"return_full_text": True if full is None else full,
-                "return_tensors": kwargs.pop("return_tensors", False),
-                "skip_special_tokens": kwargs.pop("skip_special_tokens", True),
-                "clean_up_tokenization_spaces": kwargs.pop("clean_up_tokenization_spaces", True),
-                "prefix": kwargs.pop("prefix", ""), "add_special_tokens": kwargs.pop("add_special_tokens", None)}
+        return {
+            "return_full_text": True if full is None else full,
+            "return_tensors": kwargs.pop("return_tensors", False),
+            "skip_special_tokens": kwargs.pop("skip_special_tokens", True),
+            "clean_up_tokenization_spaces": kwargs.pop("clean_up_tokenization_spaces", True),
+            "prefix": kwargs.pop("prefix", ""),
+            "add_special_tokens": kwargs.pop("add_special_tokens", None),
+        }
 
     def run_one(self, prompt: Any, **kwargs: Any) -> list[dict[str, Any]]:
         opts = self._options(kwargs)
@@ -138,8 +144,10 @@ class TextGenerationPipeline(Pipeline):
         kwargs.setdefault("pad_token_id", pad)
         sequences = self._generate(ids, mask, kwargs)
         per_row = sequences.shape[0] // len(rows)
-        return [self._records(p, ids[r].tolist(), sequences[r * per_row : (r + 1) * per_row], opts)
-                for r, p in enumerate(prompts)]
+        return [
+            self._records(p, ids[r].tolist(), sequences[r * per_row : (r + 1) * per_row], opts)
+            for r, p in enumerate(prompts)
+        ]
 
 
 class TextClassificationPipeline(Pipeline):
@@ -165,8 +173,9 @@ class TextClassificationPipeline(Pipeline):
             return logits
         raise ConfigError(f"function_to_apply must be 'sigmoid', 'softmax' or 'none', got {function_to_apply!r}")
 
-    def run_one(self, text: str, top_k: int | None = 1, legacy: bool = False,
-                function_to_apply: str | None = None) -> Any:
+    def run_one(
+        self, text: str, top_k: int | None = 1, legacy: bool = False, function_to_apply: str | None = None
+    ) -> Any:
         scores = self.scores(text, function_to_apply)
         labels = self.model.config.id2label
         if legacy and top_k == 1:
@@ -179,12 +188,15 @@ class TextClassificationPipeline(Pipeline):
 class TokenClassificationPipeline(Pipeline):
     task = "token-classification"
 
-    def run_one(self, text: str, ignore_labels: list[str] | None = None,
-                aggregation_strategy: str | None = None) -> list[dict[str, Any]]:
+    def run_one(
+        self, text: str, ignore_labels: list[str] | None = None, aggregation_strategy: str | None = None
+    ) -> list[dict[str, Any]]:
         strategy = (aggregation_strategy or "none").lower()
         if strategy not in ("none", "simple"):
-            raise ConfigError(f"aggregation_strategy={aggregation_strategy!r} is not available; use 'none' or "
-                              "'simple' (word-level strategies need word boundaries)")
+            raise ConfigError(
+                f"aggregation_strategy={aggregation_strategy!r} is not available; use 'none' or "
+                "'simple' (word-level strategies need word boundaries)"
+            )
         ignore = ["O"] if ignore_labels is None else ignore_labels
         ids, offsets = self._encode_with_offsets(text)
         logits = np.array(self.model(mx.array([ids])).logits.astype(mx.float32))[0]
@@ -196,9 +208,17 @@ class TokenClassificationPipeline(Pipeline):
                 continue
             best = int(scores[index].argmax())
             start, end = offsets[index] if offsets is not None else (None, None)
-            entities.append({"entity": labels[best], "score": float(scores[index, best]), "index": index,
-                             "word": self.tokenizer.convert_ids_to_tokens(token), "start": start, "end": end,
-                             "id": token})
+            entities.append(
+                {
+                    "entity": labels[best],
+                    "score": float(scores[index, best]),
+                    "index": index,
+                    "word": self.tokenizer.convert_ids_to_tokens(token),
+                    "start": start,
+                    "end": end,
+                    "id": token,
+                }
+            )
         if strategy == "simple":
             return [g for g in self._groups(entities) if g["entity_group"] not in ignore]
         return [{k: v for k, v in e.items() if k != "id"} for e in entities if e["entity"] not in ignore]
@@ -212,10 +232,16 @@ class TokenClassificationPipeline(Pipeline):
                 groups[-1].append(entity)
             else:
                 groups.append([entity])
-        return [{"entity_group": group[0]["entity"].split("-", 1)[-1],
-                 "score": float(np.mean([e["score"] for e in group])),
-                 "word": self.tokenizer.decode([e["id"] for e in group]),
-                 "start": group[0]["start"], "end": group[-1]["end"]} for group in groups]
+        return [
+            {
+                "entity_group": group[0]["entity"].split("-", 1)[-1],
+                "score": float(np.mean([e["score"] for e in group])),
+                "word": self.tokenizer.decode([e["id"] for e in group]),
+                "start": group[0]["start"],
+                "end": group[-1]["end"],
+            }
+            for group in groups
+        ]
 
     def _encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]] | None]:
         """Ids, and character offsets when the tokenizer is a fast one (a `tokenizers` backend has them)."""
@@ -261,8 +287,14 @@ class QuestionAnsweringPipeline(Pipeline):
             s, e = divmod(int(flat), span.shape[1])
             answer = tok.decode(c_ids[s : e + 1]).strip()
             begin = context.find(answer) if answer else -1
-            answers.append({"score": float(span[s, e]), "start": begin, "end": begin + len(answer) if begin >= 0
-                            else -1, "answer": answer})
+            answers.append(
+                {
+                    "score": float(span[s, e]),
+                    "start": begin,
+                    "end": begin + len(answer) if begin >= 0 else -1,
+                    "answer": answer,
+                }
+            )
         return answers[0] if top_k == 1 else answers
 
 
@@ -282,12 +314,23 @@ def _check_device(device: Any) -> None:
     current = "cpu" if mx.default_device().type == mx.cpu else "gpu"
     asked = "cpu" if device in (-1, "cpu") else "gpu"
     if asked != current:
-        warnings.warn(f"device={device!r}: MLX runs on its default device ({current}); "
-                      "use mx.set_default_device to change it", stacklevel=3)
+        warnings.warn(
+            f"device={device!r}: MLX runs on its default device ({current}); use mx.set_default_device to change it",
+            stacklevel=3,
+        )
 
 
-def pipeline(task: str, model: Any = None, tokenizer: Any = None, *, dtype: Any = None, torch_dtype: Any = None,
-             device: Any = None, batch_size: int | None = None, model_kwargs: dict | None = None) -> Pipeline:
+def pipeline(
+    task: str,
+    model: Any = None,
+    tokenizer: Any = None,
+    *,
+    dtype: Any = None,
+    torch_dtype: Any = None,
+    device: Any = None,
+    batch_size: int | None = None,
+    model_kwargs: dict | None = None,
+) -> Pipeline:
     """Transformers' `pipeline()` for a local directory / Hub id or an already loaded model and tokenizer."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; available: {', '.join(TASKS)}")
@@ -299,8 +342,9 @@ def pipeline(task: str, model: Any = None, tokenizer: Any = None, *, dtype: Any 
         from . import auto
 
         source = model
-        model = getattr(auto, auto_name).from_pretrained(source, dtype=dtype, torch_dtype=torch_dtype,
-                                                         **(model_kwargs or {}))
+        model = getattr(auto, auto_name).from_pretrained(
+            source, dtype=dtype, torch_dtype=torch_dtype, **(model_kwargs or {})
+        )
         if tokenizer is None:
             tokenizer = source
     if tokenizer is None:

@@ -146,8 +146,14 @@ class RotaryEmbedding:
     It is a plain object, not an nn.Module, so its frequencies never appear among the parameters.
     """
 
-    def __init__(self, head_dim: int, rope_theta: float, max_position_embeddings: int,
-                 rope_scaling: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        head_dim: int,
+        rope_theta: float,
+        max_position_embeddings: int,
+        rope_scaling: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         scaling = rope_scaling or {}
         self.dims = head_dim
         self.base = rope_theta

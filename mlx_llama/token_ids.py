@@ -33,8 +33,10 @@ def trusted_ids() -> Iterator[None]:
 
 def _host(ids: Any, what: str) -> np.ndarray:
     if isinstance(ids, (str, bytes)):
-        raise InputError(f"{what} must be token ids (an integer array), got text {shorten(ids, 40)}; encode it "
-                         "with the tokenizer first")
+        raise InputError(
+            f"{what} must be token ids (an integer array), got text {shorten(ids, 40)}; encode it "
+            "with the tokenizer first"
+        )
     if hasattr(ids, "detach"):  # a torch tensor
         ids = ids.detach().cpu().numpy()
     try:

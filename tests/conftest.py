@@ -18,4 +18,3 @@ def tiny_checkpoint(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("tiny_checkpoint")
     return path, write_checkpoint(path)
-

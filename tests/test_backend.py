@@ -57,8 +57,9 @@ print(json.dumps({"path": path, "mapped": any(n.startswith(("libopenblas", "libm
 def run(code: str, cache: Path, args: tuple[str, ...] = (), **env: str) -> tuple[dict, str]:
     """Run `code` in a fresh interpreter with its own BLAS cache dir; return (last JSON line, stderr)."""
     full_env = {**_clean_env(), "XDG_CACHE_HOME": str(cache), **env}
-    proc = subprocess.run([sys.executable, "-c", code, *args], env=full_env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], env=full_env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
@@ -73,7 +74,8 @@ def cached_verdicts(cache: Path) -> list[dict]:
 
 
 needs_reference_blas = pytest.mark.skipif(
-    not _backend.reference_blas_bundled(), reason="this MLX build does not bundle the reference BLAS")
+    not _backend.reference_blas_bundled(), reason="this MLX build does not bundle the reference BLAS"
+)
 
 
 @needs_reference_blas
@@ -101,9 +103,14 @@ def test_nothing_is_written_outside_the_cache_dir(tmp_path: Path) -> None:
     home, cache, work = tmp_path / "home", tmp_path / "cache", tmp_path / "work"
     for folder in (home, work):
         folder.mkdir()
-    proc = subprocess.run([sys.executable, "-c", IMPORT], cwd=work, capture_output=True, text=True, timeout=120,
-                          env={**_clean_env(), "HOME": str(home), "XDG_CACHE_HOME": str(cache),
-                               "PYTHONDONTWRITEBYTECODE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**_clean_env(), "HOME": str(home), "XDG_CACHE_HOME": str(cache), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert written in ([], ["cache/mlx_llama/blas.json"]), written
@@ -126,8 +133,10 @@ def test_broken_candidate_is_rejected_once_and_quietly(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler to build a crashing library")
 def test_candidate_that_kills_its_process_does_not_crash_ours(tmp_path: Path) -> None:
     src = tmp_path / "crash.c"
-    src.write_text("#include <stdlib.h>\nvoid cblas_sgemm(void) {}\n"
-                   "__attribute__((constructor)) static void boom(void) { abort(); }\n")
+    src.write_text(
+        "#include <stdlib.h>\nvoid cblas_sgemm(void) {}\n"
+        "__attribute__((constructor)) static void boom(void) { abort(); }\n"
+    )
     lib = tmp_path / "libcrash.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
     verdict = _backend.probe(lib)

@@ -62,8 +62,15 @@ def test_beam_search_ids_match_transformers(checkpoint, case):
 def test_beam_scores_and_dict_output(checkpoint):
     hf, model = checkpoint
     ids, mask = left_padded()
-    kw = dict(num_beams=3, max_new_tokens=6, num_return_sequences=3, return_dict_in_generate=True,
-              output_scores=True, eos_token_id=None, pad_token_id=PAD)
+    kw = dict(
+        num_beams=3,
+        max_new_tokens=6,
+        num_return_sequences=3,
+        return_dict_in_generate=True,
+        output_scores=True,
+        eos_token_id=None,
+        pad_token_id=PAD,
+    )
     got, ref = both(hf, model, ids, mask, **kw)
     np.testing.assert_array_equal(np.array(got.sequences), ref.sequences.numpy())
     np.testing.assert_allclose(np.array(got.sequences_scores), ref.sequences_scores.numpy(), rtol=1e-4, atol=1e-4)

@@ -154,8 +154,12 @@ def test_named_templates_from_files(tmp_path):
     assert both(ours, hf, [S, U1, A1]).startswith("You are a helpful assistant.")
 
 
-_VALUES = st.none() | st.booleans() | st.integers() | st.text(max_size=10) | st.lists(
-    st.dictionaries(st.text(max_size=5), st.text(max_size=5)), max_size=2
+_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=10)
+    | st.lists(st.dictionaries(st.text(max_size=5), st.text(max_size=5)), max_size=2)
 )
 _MESSAGE = st.dictionaries(
     st.sampled_from(["role", "content", "tool_calls"]), _VALUES | st.sampled_from(["user", "assistant", "tool"]),

@@ -44,8 +44,9 @@ def greedy(hf, ids, n=MAX_TOKENS):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ids = torch.tensor([ids])  # an explicit mask: unk (0) in a prompt must not pass for padding
-        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-                          eos_token_id=2, pad_token_id=0)
+        out = hf.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False, eos_token_id=2, pad_token_id=0
+        )
     return out[0, ids.shape[1] :].tolist()
 
 

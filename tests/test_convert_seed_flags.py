@@ -24,9 +24,23 @@ def test_seed_command_as_written(tmp_path):
     hf = hf_llama(320)
     meta = write_meta(hf, tmp_path / "meta", 1, tok)
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "convert.py"), "--input_dir", str(meta), "--model_size", "7B",
-           "--output_dir", str(out), "--safe_serialization", "True", "--llama_version", "1", "--quiet",
-           "--dtype", "float32"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "convert.py"),
+        "--input_dir",
+        str(meta),
+        "--model_size",
+        "7B",
+        "--output_dir",
+        str(out),
+        "--safe_serialization",
+        "True",
+        "--llama_version",
+        "1",
+        "--quiet",
+        "--dtype",
+        "float32",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     ids = np.random.default_rng(0).integers(3, 320, size=(1, 9))

@@ -31,8 +31,9 @@ TIMEOUT_S = 60
 
 
 def run_example(name: str, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,
-                          timeout=TIMEOUT_S, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=REPO
+    )
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -42,8 +43,10 @@ def hf_demo():
     """Transformers' slow tokenizer and float32 LlamaForCausalLM for the demo directory: the oracles."""
     sys.path.insert(0, str(EXAMPLES))
     try:
-        yield (transformers.LlamaTokenizer.from_pretrained(DEMO, legacy=False),
-               transformers.LlamaForCausalLM.from_pretrained(DEMO, torch_dtype=torch.float32).eval())
+        yield (
+            transformers.LlamaTokenizer.from_pretrained(DEMO, legacy=False),
+            transformers.LlamaForCausalLM.from_pretrained(DEMO, torch_dtype=torch.float32).eval(),
+        )
     finally:
         sys.path.remove(str(EXAMPLES))
 
@@ -80,6 +83,7 @@ def adam_head(weight, x, y, steps: int, lr: float, b1=0.9, b2=0.999, eps=1e-8):
 
 
 # ---- the demo checkpoint --------------------------------------------------------------------------------------
+
 
 def test_demo_files_and_size():
     names = {p.name for p in DEMO.iterdir()}
@@ -135,6 +139,7 @@ def test_demo_prefers_english_word_order():
 
 # ---- the examples -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.subprocess
 def test_generate_example(hf_demo):
     """The greedy line is Transformers' greedy continuation, as sentencepiece decodes it."""
@@ -144,8 +149,9 @@ def test_generate_example(hf_demo):
     ids = torch.tensor([hf_tok(prompt)["input_ids"]])
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        full = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
-                           pad_token_id=0)[0].tolist()
+        full = hf.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False, pad_token_id=0
+        )[0].tolist()
     new = [i for i in full[ids.shape[1] :] if i != hf.config.eos_token_id]
     sp = sentencepiece.SentencePieceProcessor(model_file=str(DEMO / "tokenizer.model"))
     assert f"\ngreedy : {sp.decode(new)}\n" in out
@@ -210,8 +216,9 @@ def test_token_classification_example():
     assert f"logits shape: (1, {len(enc['input_ids'])}, 3)" in out
     tags = {"Emma": "PERSON", "Harriet": "PERSON", "Highbury": "PLACE"}
     words = [(m.start(), m.end(), tags.get(m.group(), "O")) for m in re.finditer(r"\w+|[^\w\s]", text)]
-    expected = ["-"] + [next(tag for a, b, tag in words if b > start and b >= end) for start, end in
-                        enc["offset_mapping"][1:]]
+    expected = ["-"] + [
+        next(tag for a, b, tag in words if b > start and b >= end) for start, end in enc["offset_mapping"][1:]
+    ]
     assert re.search(r"^gold: (.+)$", out, re.M).group(1) == str(expected)
     assert expected.count("PERSON") >= 2 and "PLACE" in expected
 

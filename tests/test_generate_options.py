@@ -35,12 +35,16 @@ def ours(model, ids, mask, **kw):
     return model.generate(mx.array(ids), attention_mask=mx.array(mask), **kw)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(no_repeat_ngram_size=2),
-    dict(min_new_tokens=6, eos_token_id="free"),
-    dict(bad_words_ids="free"),
-    dict(repetition_penalty=1.2, no_repeat_ngram_size=3, min_length=12, eos_token_id="free"),
-], ids=["ngram", "min_new_tokens", "bad_words", "combined"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(no_repeat_ngram_size=2),
+        dict(min_new_tokens=6, eos_token_id="free"),
+        dict(bad_words_ids="free"),
+        dict(repetition_penalty=1.2, no_repeat_ngram_size=3, min_length=12, eos_token_id="free"),
+    ],
+    ids=["ngram", "min_new_tokens", "bad_words", "combined"],
+)
 def test_processors_match_transformers(setup, kw):
     _, hf, model = setup
     ids, mask = left_padded()
@@ -77,8 +81,9 @@ def test_stop_strings_match_transformers(byte_setup):
     free = np.array(model.generate(ids, max_new_tokens=16, eos_token_id=[]))
     text = tok.decode(free[0, ids.shape[1] :].tolist())
     stop = text[len(text) // 2 : len(text) // 2 + 3]
-    ref = hf_gen(hf, ids, np.ones_like(ids), max_new_tokens=16, stop_strings=[stop], tokenizer=hf_tok,
-                 eos_token_id=None).numpy()
+    ref = hf_gen(
+        hf, ids, np.ones_like(ids), max_new_tokens=16, stop_strings=[stop], tokenizer=hf_tok, eos_token_id=None
+    ).numpy()
     got = np.array(model.generate(ids, max_new_tokens=16, stop_strings=[stop], tokenizer=tok, eos_token_id=[]))
     np.testing.assert_array_equal(got, ref)
     assert got.shape[1] < free.shape[1]
@@ -93,14 +98,21 @@ def test_streamers_print_and_iterate_the_text(setup, capsys):
     path, hf, model = setup
     tok, hf_tok = LlamaTokenizer.from_pretrained(path), transformers.LlamaTokenizer.from_pretrained(path)
     ids = np.array([tok.encode("A small boat")])
-    hf_gen(hf, ids, np.ones_like(ids), max_new_tokens=15, eos_token_id=None,
-           streamer=transformers.TextStreamer(hf_tok, skip_prompt=True))
+    hf_gen(
+        hf,
+        ids,
+        np.ones_like(ids),
+        max_new_tokens=15,
+        eos_token_id=None,
+        streamer=transformers.TextStreamer(hf_tok, skip_prompt=True),
+    )
     expected = capsys.readouterr().out
     model.generate(ids, max_new_tokens=15, eos_token_id=[], streamer=TextStreamer(tok, skip_prompt=True))
     assert capsys.readouterr().out == expected and expected.strip()
     streamer = TextIteratorStreamer(tok, timeout=60)
-    worker = threading.Thread(target=model.generate, args=(ids,),
-                              kwargs=dict(max_new_tokens=15, eos_token_id=[], streamer=streamer))
+    worker = threading.Thread(
+        target=model.generate, args=(ids,), kwargs=dict(max_new_tokens=15, eos_token_id=[], streamer=streamer)
+    )
     worker.start()
     pieces = list(streamer)
     worker.join()
@@ -110,8 +122,16 @@ def test_streamers_print_and_iterate_the_text(setup, capsys):
 def test_return_dict_scores_and_logits(setup):
     _, hf, model = setup
     ids, mask = left_padded()
-    kw = dict(max_new_tokens=5, do_sample=False, return_dict_in_generate=True, output_scores=True,
-              output_logits=True, eos_token_id=None, pad_token_id=PAD, repetition_penalty=1.3)
+    kw = dict(
+        max_new_tokens=5,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_scores=True,
+        output_logits=True,
+        eos_token_id=None,
+        pad_token_id=PAD,
+        repetition_penalty=1.3,
+    )
     ref, got = hf_gen(hf, ids, mask, **kw), ours(model, ids, mask, **kw)
     np.testing.assert_array_equal(np.array(got.sequences), ref.sequences.numpy())
     assert len(got.scores) == len(ref.scores) == len(got.logits) == 5
@@ -132,9 +152,14 @@ def test_generation_config_argument_and_static_cache(setup):
 def test_unsupported_options_are_errors(setup):
     _, _, model = setup
     ids = np.array([[1, 5, 6]])
-    for kw in (dict(output_attentions=True), dict(num_beams=2, do_sample=True), dict(num_return_sequences=2),
-               dict(cache_implementation="offloaded"), dict(early_stopping="sometimes"),
-               dict(bad_words_ids=[[]])):
+    for kw in (
+        dict(output_attentions=True),
+        dict(num_beams=2, do_sample=True),
+        dict(num_return_sequences=2),
+        dict(cache_implementation="offloaded"),
+        dict(early_stopping="sometimes"),
+        dict(bad_words_ids=[[]]),
+    ):
         with pytest.raises(ConfigError):
             model.generate(ids, max_new_tokens=2, **kw)
     with pytest.raises(ConfigError, match="attention_mask="):
@@ -147,8 +172,19 @@ def test_sampling_several_sequences_per_prompt(setup):
     """As Transformers: each prompt row repeated num_return_sequences times, in order (repeat_interleave)."""
     _, _, model = setup
     ids, mask = left_padded()
-    out = np.array(ours(model, ids, mask, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=1,
-                        eos_token_id=[], pad_token_id=PAD))
+    out = np.array(
+        ours(
+            model,
+            ids,
+            mask,
+            max_new_tokens=6,
+            do_sample=True,
+            num_return_sequences=3,
+            seed=1,
+            eos_token_id=[],
+            pad_token_id=PAD,
+        )
+    )
     assert out.shape == (9, ids.shape[1] + 6)
     np.testing.assert_array_equal(out[:, : ids.shape[1]], np.repeat(ids, 3, axis=0))
     assert len({tuple(r) for r in out[:3, ids.shape[1] :]}) > 1

@@ -234,8 +234,12 @@ def test_signals_remove_the_partial_output(capsys, tmp_path, hf, monkeypatch, ho
 
 def test_command_line_has_no_traceback(tmp_path, hf):
     _edit_config(hf / "config.json", id2label=["a", "b"])
-    proc = subprocess.run([sys.executable, str(ROOT / "convert.py"), str(hf), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "convert.py"), str(hf), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert "`id2label` must be an object or null" in proc.stderr and not (tmp_path / "out").exists()

@@ -24,8 +24,13 @@ from mlx_llama.tokenizer import LlamaTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "mlx_llama" / "assets" / "demo"
-FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64) | st.floats() | st.text(max_size=12),
@@ -36,13 +41,16 @@ small_ints = st.integers(-3, 40) | st.sampled_from([2**31, 2**40, 2**63 - 1])
 
 
 # ---- safetensors headers ---------------------------------------------------------------------------------
-entries = st.fixed_dictionaries(
-    {
-        "dtype": st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3", "f32"]) | json_values,
-        "shape": st.lists(small_ints, max_size=3) | json_values,
-        "data_offsets": st.lists(small_ints, min_size=2, max_size=2) | json_values,
-    }
-) | json_values
+entries = (
+    st.fixed_dictionaries(
+        {
+            "dtype": st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3", "f32"]) | json_values,
+            "shape": st.lists(small_ints, max_size=3) | json_values,
+            "data_offsets": st.lists(small_ints, min_size=2, max_size=2) | json_values,
+        }
+    )
+    | json_values
+)
 headers = st.dictionaries(st.text(max_size=6), entries, max_size=4) | json_values
 
 
@@ -66,16 +74,47 @@ def test_safetensors_headers(tmp_path, header, data, extra_length):
 
 # ---- pickle streams --------------------------------------------------------------------------------------
 fragments = st.one_of(
-    st.builds(storage, st.sampled_from(["0", "1", "../0", "x" * 70]), small_ints,
-              st.sampled_from(["FloatStorage", "HalfStorage", "LongStorage", "BoolStorage"])),
-    st.builds(lambda off, size, stride: tensor(storage(), off, tuple(size), tuple(stride)),
-              small_ints, st.lists(small_ints, max_size=3), st.lists(small_ints, max_size=3)),
+    st.builds(
+        storage,
+        st.sampled_from(["0", "1", "../0", "x" * 70]),
+        small_ints,
+        st.sampled_from(["FloatStorage", "HalfStorage", "LongStorage", "BoolStorage"]),
+    ),
+    st.builds(
+        lambda off, size, stride: tensor(storage(), off, tuple(size), tuple(stride)),
+        small_ints,
+        st.lists(small_ints, max_size=3),
+        st.lists(small_ints, max_size=3),
+    ),
     st.builds(lambda k, v: build(storage(), {k: i(v)}), st.sampled_from(["numel", "path", "data_offset"]), small_ints),
-    st.builds(glob, st.sampled_from(["torch._utils", "collections", "os", "builtins", "torch"]),
-              st.sampled_from(["_rebuild_tensor_v2", "OrderedDict", "system", "eval", "FloatStorage"])),
-    st.builds(s, st.text(max_size=5)), st.builds(i, small_ints),
-    st.binary(max_size=6), st.sampled_from([b"(", b"t", b"R", b"b", b"u", b"s", b"}", b"]", b"a", b"Q", b"0", b"2",
-                                           b"r\xff\xff\xff\xff", b"h\x00", b"j\x05\x00\x00\x00", b"."]),
+    st.builds(
+        glob,
+        st.sampled_from(["torch._utils", "collections", "os", "builtins", "torch"]),
+        st.sampled_from(["_rebuild_tensor_v2", "OrderedDict", "system", "eval", "FloatStorage"]),
+    ),
+    st.builds(s, st.text(max_size=5)),
+    st.builds(i, small_ints),
+    st.binary(max_size=6),
+    st.sampled_from(
+        [
+            b"(",
+            b"t",
+            b"R",
+            b"b",
+            b"u",
+            b"s",
+            b"}",
+            b"]",
+            b"a",
+            b"Q",
+            b"0",
+            b"2",
+            b"r\xff\xff\xff\xff",
+            b"h\x00",
+            b"j\x05\x00\x00\x00",
+            b".",
+        ]
+    ),
 )
 
 
@@ -114,8 +153,10 @@ FIELDS = sorted(set(LlamaConfig.__dataclass_fields__) - {"extra"}) + ["use_stabl
 
 
 @FUZZ
-@given(changes=st.dictionaries(st.sampled_from(FIELDS), json_values | small_ints, min_size=1, max_size=3),
-       open_llama=st.booleans())
+@given(
+    changes=st.dictionaries(st.sampled_from(FIELDS), json_values | small_ints, min_size=1, max_size=3),
+    open_llama=st.booleans(),
+)
 def test_config_values(changes, open_llama):
     cls = OpenLlamaConfig if open_llama else LlamaConfig
     try:
@@ -126,9 +167,22 @@ def test_config_values(changes, open_llama):
 
 
 # ---- tokenizer_config.json -------------------------------------------------------------------------------
-TOKENIZER_FIELDS = ["add_bos_token", "add_eos_token", "legacy", "model_max_length", "chat_template", "bos_token",
-                    "eos_token", "pad_token", "unk_token", "additional_special_tokens", "added_tokens_decoder",
-                    "padding_side", "clean_up_tokenization_spaces", "sp_model_kwargs"]
+TOKENIZER_FIELDS = [
+    "add_bos_token",
+    "add_eos_token",
+    "legacy",
+    "model_max_length",
+    "chat_template",
+    "bos_token",
+    "eos_token",
+    "pad_token",
+    "unk_token",
+    "additional_special_tokens",
+    "added_tokens_decoder",
+    "padding_side",
+    "clean_up_tokenization_spaces",
+    "sp_model_kwargs",
+]
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,14 @@ from mlx_llama.modeling.heads import LlamaForSequenceClassification
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "mlx_llama" / "assets" / "demo"
 VOCAB = 100
-SMALL = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-             max_position_embeddings=64)
+SMALL = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=64,
+)
 
 
 @pytest.fixture(scope="module")
@@ -120,14 +126,36 @@ def test_prompt_beyond_max_position_embeddings_warns(model):
 @pytest.mark.parametrize(
     "field, value",
     [
-        ("hidden_size", "32"), ("hidden_size", 2**40), ("vocab_size", 1.5), ("num_hidden_layers", True),
-        ("num_attention_heads", None), ("rope_scaling", "linear"), ("rope_scaling", [2.0]),
-        ("id2label", ["a", "b"]), ("id2label", {"x": "a"}), ("label2id", {"a": "x"}), ("num_labels", 1e9),
-        ("num_labels", 10**9), ("num_labels", 0), ("rope_theta", 0), ("rope_theta", -1.0), ("rope_theta", "big"),
-        ("max_position_embeddings", 0), ("max_position_embeddings", -1), ("max_position_embeddings", "abc"),
-        ("quantization", {"bits": 4}), ("quantization", {"group_size": 64, "bits": 7}), ("quantization", "4bit"),
-        ("use_cache", "yes"), ("eos_token_id", "2"), ("pad_token_id", 1.5), ("rms_norm_eps", float("nan")),
-        ("head_dim", "8"), ("num_key_value_heads", 3), ("architectures", 5), ("hidden_act", None),
+        ("hidden_size", "32"),
+        ("hidden_size", 2**40),
+        ("vocab_size", 1.5),
+        ("num_hidden_layers", True),
+        ("num_attention_heads", None),
+        ("rope_scaling", "linear"),
+        ("rope_scaling", [2.0]),
+        ("id2label", ["a", "b"]),
+        ("id2label", {"x": "a"}),
+        ("label2id", {"a": "x"}),
+        ("num_labels", 1e9),
+        ("num_labels", 10**9),
+        ("num_labels", 0),
+        ("rope_theta", 0),
+        ("rope_theta", -1.0),
+        ("rope_theta", "big"),
+        ("max_position_embeddings", 0),
+        ("max_position_embeddings", -1),
+        ("max_position_embeddings", "abc"),
+        ("quantization", {"bits": 4}),
+        ("quantization", {"group_size": 64, "bits": 7}),
+        ("quantization", "4bit"),
+        ("use_cache", "yes"),
+        ("eos_token_id", "2"),
+        ("pad_token_id", 1.5),
+        ("rms_norm_eps", float("nan")),
+        ("head_dim", "8"),
+        ("num_key_value_heads", 3),
+        ("architectures", 5),
+        ("hidden_act", None),
     ],
 )
 def test_bad_config_values_name_the_field(field, value):
@@ -137,8 +165,9 @@ def test_bad_config_values_name_the_field(field, value):
     assert time.perf_counter() - start < 1.0  # no table of a billion labels built first
 
 
-@pytest.mark.parametrize("field", ["use_stable_embedding", "shared_input_output_embedding",
-                                   "use_memory_efficient_attention"])
+@pytest.mark.parametrize(
+    "field", ["use_stable_embedding", "shared_input_output_embedding", "use_memory_efficient_attention"]
+)
 def test_open_llama_switches_must_be_booleans(field):
     from mlx_llama.open_llama_config import OpenLlamaConfig
 
@@ -219,14 +248,20 @@ def test_cli_prompt_longer_than_the_model_needs_a_flag(capsys, monkeypatch):
     assert status == 2 and out == "" and err.count("\n") == 1
     assert "max_position_embeddings" in err and "but the model was trained on 256" in err
     assert "--allow-long-prompt" in err
-    status, out, err = _cli(capsys, monkeypatch, "generate", "--prompt", prompt, "--max-tokens", "1",
-                            "--allow-long-prompt")
+    status, out, err = _cli(
+        capsys, monkeypatch, "generate", "--prompt", prompt, "--max-tokens", "1", "--allow-long-prompt"
+    )
     assert status == 0 and out.strip() and "warning: the prompt needs" in err
 
 
 def test_cli_in_a_subprocess_prints_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mlx_llama", "generate", "--prompt", "-", "--quiet"],
-                          input=b"\xff\xfe\xfd", capture_output=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlx_llama", "generate", "--prompt", "-", "--quiet"],
+        input=b"\xff\xfe\xfd",
+        capture_output=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     err = proc.stderr.decode()
     assert proc.returncode == 2 and "Traceback" not in err and err.count("\n") == 1, err
     assert "stdin is not valid UTF-8" in err

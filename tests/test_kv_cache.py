@@ -48,8 +48,13 @@ def window_mask(n, max_size, keep):
 def test_rotating_cache_generates_past_the_window_in_bounded_memory(wide):
     hf, model = wide
     prompt, max_size, keep, new = [1, 9, 33, 4, 77, 12, 5, 8], 24, 4, 60
-    out = model.generate(mx.array([prompt]), max_new_tokens=new, eos_token_id=[],
-                         cache_implementation="sliding_window", cache_config={"max_kv_size": max_size, "keep": keep})
+    out = model.generate(
+        mx.array([prompt]),
+        max_new_tokens=new,
+        eos_token_id=[],
+        cache_implementation="sliding_window",
+        cache_config={"max_kv_size": max_size, "keep": keep},
+    )
     seq = np.array(out)[0].tolist()
     assert len(seq) == len(prompt) + new > 2 * max_size
     # Teacher forcing through Transformers with the window as an explicit mask gives the same greedy tokens.
@@ -121,8 +126,12 @@ def test_quantized_cache_rejects_bad_settings(wide):
     with pytest.raises(ConfigError, match="not with cache="):
         next(stream_generate(model, None, [1, 2], 2, cache=model.make_cache(), kv_bits=4))
     with pytest.raises(ConfigError, match="unpadded"):
-        model.generate(mx.array([[0, 1, 2], [1, 2, 3]]), attention_mask=mx.array([[0, 1, 1], [1, 1, 1]]),
-                       cache_implementation="sliding_window", cache_config={"max_kv_size": 16})
+        model.generate(
+            mx.array([[0, 1, 2], [1, 2, 3]]),
+            attention_mask=mx.array([[0, 1, 1], [1, 1, 1]]),
+            cache_implementation="sliding_window",
+            cache_config={"max_kv_size": 16},
+        )
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +144,9 @@ def hf_greedy(hf, ids, n):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = torch.tensor([ids])
-        out = hf.generate(t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False, eos_token_id=None,
-                          pad_token_id=0)
+        out = hf.generate(
+            t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0
+        )
     return out[0, len(ids) :].tolist()
 
 
@@ -184,14 +194,37 @@ def test_cli_cache_prompt_then_generate(checkpoint, tmp_path, capsys):
     path, hf, _, tok = checkpoint
     file = tmp_path / "prompt.safetensors"
     p_text, q_text = "the cat sat on a mat", " and the dog ran"
-    assert cli.main(["cache-prompt", "--model", str(path), "--prompt", p_text, "--prompt-cache-file", str(file),
-                     "--quiet"]) == 0
-    assert cli.main(["generate", "--model", str(path), "--prompt-cache-file", str(file), "--prompt", q_text,
-                     "--max-tokens", "8", "--quiet"]) == 0
+    assert (
+        cli.main(
+            ["cache-prompt", "--model", str(path), "--prompt", p_text, "--prompt-cache-file", str(file), "--quiet"]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "generate",
+                "--model",
+                str(path),
+                "--prompt-cache-file",
+                str(file),
+                "--prompt",
+                q_text,
+                "--max-tokens",
+                "8",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ids = tok.encode(p_text) + tok.encode(q_text, add_special_tokens=False)
     new = hf_greedy(hf, ids, 8)
     new = new[: new.index(2)] if 2 in new else new
     assert capsys.readouterr().out.strip() == tok.decode(new).strip()
-    assert cli.main(["generate", "--model", str(path), "--prompt-cache-file", str(file), "--prompt", "x",
-                     "--kv-bits", "4"]) == 2
+    assert (
+        cli.main(
+            ["generate", "--model", str(path), "--prompt-cache-file", str(file), "--prompt", "x", "--kv-bits", "4"]
+        )
+        == 2
+    )
     assert "--prompt-cache-file brings its own KV cache" in capsys.readouterr().err

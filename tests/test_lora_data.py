@@ -37,8 +37,9 @@ def test_messages_use_the_chat_template_and_score_the_last_answer(tok):
     ex = Encoder(tok, "causal-lm", mask_prompt=True).encode({"messages": messages})
     rendered = tok.apply_chat_template(messages, tokenize=False)
     assert "Who called today?" in rendered
-    assert tok.decode(ex.input_ids, skip_special_tokens=True) == tok.decode(tok.encode(rendered),
-                                                                            skip_special_tokens=True)
+    assert tok.decode(ex.input_ids, skip_special_tokens=True) == tok.decode(
+        tok.encode(rendered), skip_special_tokens=True
+    )
     assert scored_text(tok, ex).replace("</s>", "").strip() == "Mr. Knightley."
 
 
@@ -51,11 +52,14 @@ def test_classification_token_and_qa_rows(tok):
     firsts = [y for y in ex.token_labels if y != IGNORE]
     assert firsts == [1, 0, 2] and tok.decode(ex.input_ids, skip_special_tokens=True) == "Emma walked home"
     for context, answer in (("It was Mr. Knightley at the door.", "Mr. Knightley"), ("Emma, 1815.", "1815")):
-        row = {"question": "Who?", "context": context,
-               "answers": {"text": [answer], "answer_start": [context.index(answer)]}}
+        row = {
+            "question": "Who?",
+            "context": context,
+            "answers": {"text": [answer], "answer_start": [context.index(answer)]},
+        }
         ex = Encoder(tok, "question-answering").encode(row)
         start, end = ex.span
-        assert tok.decode(ex.input_ids[start:end + 1]).strip() == answer
+        assert tok.decode(ex.input_ids[start : end + 1]).strip() == answer
         assert Encoder(tok, "question-answering").encode({**row, "answers": None, "answer": answer}).span == ex.span
     batch, tokens = batch_arrays([ex, ex], "question-answering", pad_id=2)
     assert batch["start_positions"].tolist() == [start, start] and tokens == 2 * len(ex.input_ids)

@@ -11,8 +11,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_example(name: str, *args: str) -> str:
-    proc = subprocess.run([sys.executable, str(REPO / "examples" / name), *args], capture_output=True, text=True,
-                          timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / name), *args], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 

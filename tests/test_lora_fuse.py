@@ -18,7 +18,7 @@ from mlx_llama.cli import main
 def safetensors_dtypes(directory) -> set[str]:
     header = (directory / "model.safetensors").read_bytes()
     n = int.from_bytes(header[:8], "little")
-    meta = json.loads(header[8:8 + n])
+    meta = json.loads(header[8 : 8 + n])
     return {v["dtype"] for k, v in meta.items() if k != "__metadata__"}
 
 
@@ -29,8 +29,10 @@ def load_hf(cls_name: str, path):
     return model.eval()
 
 
-@pytest.mark.parametrize("cls_name,use_dora", [("LlamaForCausalLM", False), ("LlamaForCausalLM", True),
-                                                ("LlamaForSequenceClassification", True)])
+@pytest.mark.parametrize(
+    "cls_name,use_dora",
+    [("LlamaForCausalLM", False), ("LlamaForCausalLM", True), ("LlamaForSequenceClassification", True)],
+)
 def test_fuse_equals_peft_merge_and_unload(tmp_path, cls_name, use_dora):
     base = save_base(tmp_path / "base", cls_name)
     peft_m = peft_model(base, cls_name, use_dora, targets=("q_proj", "k_proj", "o_proj", "up_proj"))
@@ -38,8 +40,20 @@ def test_fuse_equals_peft_merge_and_unload(tmp_path, cls_name, use_dora):
     ids = torch.tensor(token_ids())
     with torch.no_grad():
         expected = outputs(peft_m.merge_and_unload()(input_ids=ids))
-    assert main(["fuse", "--model", str(tmp_path / "base"), "--adapter-path", str(tmp_path / "adapter"),
-                 "--save-path", str(tmp_path / "fused")]) == 0
+    assert (
+        main(
+            [
+                "fuse",
+                "--model",
+                str(tmp_path / "base"),
+                "--adapter-path",
+                str(tmp_path / "adapter"),
+                "--save-path",
+                str(tmp_path / "fused"),
+            ]
+        )
+        == 0
+    )
     assert safetensors_dtypes(tmp_path / "fused") == {"F32"}
     with torch.no_grad():
         got = outputs(load_hf(cls_name, tmp_path / "fused")(input_ids=ids))
@@ -63,8 +77,9 @@ def test_fuse_quantized_base(tmp_path):
     """A 4-bit base: --dequantize writes float weights Transformers loads, with the adapted model's outputs;
     without it the fused model stays 4-bit."""
     base = save_base(tmp_path / "base")
-    mlx_llama.convert_checkpoint(tmp_path / "base", tmp_path / "q4", dtype="float32", quantize=True, q_bits=4,
-                                 q_group_size=32)
+    mlx_llama.convert_checkpoint(
+        tmp_path / "base", tmp_path / "q4", dtype="float32", quantize=True, q_bits=4, q_group_size=32
+    )
     peft_model(base, "LlamaForCausalLM", use_dora=True).save_pretrained(tmp_path / "adapter")
     args = ["fuse", "--model", str(tmp_path / "q4"), "--adapter-path", str(tmp_path / "adapter")]
     assert main([*args, "--save-path", str(tmp_path / "dense"), "--dequantize"]) == 0

@@ -82,8 +82,9 @@ def test_peft_key_names_and_layout(tmp_path):
 def test_peft_adapter_with_trained_biases(tmp_path):
     """bias='all': PEFT saves every bias (wrapped ones as `...q_proj.base_layer.bias`); they load here."""
     base = save_base(tmp_path / "base", attention_bias=True)
-    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], bias="all",
-                             init_lora_weights=False)
+    config = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], bias="all", init_lora_weights=False
+    )
     peft_m = peft.get_peft_model(base, config)
     with torch.no_grad():
         for name, p in peft_m.named_parameters():

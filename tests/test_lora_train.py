@@ -47,21 +47,31 @@ def hf_base(path, cls_name: str):
     return getattr(transformers, cls_name).from_pretrained(path, dtype=torch.float32).eval()
 
 
-@pytest.mark.parametrize("cls_name,task,kind", [
-    ("LlamaForCausalLM", "causal-lm", "lora"),
-    ("LlamaForSequenceClassification", "sequence-classification", "dora"),
-    ("LlamaForTokenClassification", "token-classification", "lora"),
-    ("LlamaForQuestionAnswering", "question-answering", "dora"),
-])
+@pytest.mark.parametrize(
+    "cls_name,task,kind",
+    [
+        ("LlamaForCausalLM", "causal-lm", "lora"),
+        ("LlamaForSequenceClassification", "sequence-classification", "dora"),
+        ("LlamaForTokenClassification", "token-classification", "lora"),
+        ("LlamaForQuestionAnswering", "question-answering", "dora"),
+    ],
+)
 def test_trained_adapter_gives_the_same_outputs_in_peft(tmp_path, cls_name, task, kind):
     save_base(tmp_path / "base", cls_name, vocab_size=VOCAB)
     write_data(tmp_path / "data", task)
     model = getattr(mlx_llama, cls_name).from_pretrained(tmp_path / "base")
     tok = mlx_llama.LlamaTokenizer.from_pretrained(tmp_path / "base")
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj"])
-    finetune(model, tok, tmp_path / "data", tmp_path / "adapter", config,
-             TrainingArgs(iters=4, batch_size=4, learning_rate=1e-2, steps_per_eval=100), task=task,
-             fine_tune_type=kind)
+    finetune(
+        model,
+        tok,
+        tmp_path / "data",
+        tmp_path / "adapter",
+        config,
+        TrainingArgs(iters=4, batch_size=4, learning_rate=1e-2, steps_per_eval=100),
+        task=task,
+        fine_tune_type=kind,
+    )
     saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert saved["task_type"] == TASKS[cls_name] and saved["use_dora"] == (kind == "dora")
     ids = token_ids(length=11) * 7 % VOCAB + 3
@@ -83,7 +93,7 @@ def _peft_val_loss(base_dir, adapter_dir, rows, tok) -> float:
     for row in rows:
         prompt = tok.encode(row["prompt"])
         ids = tok.encode(row["prompt"] + row["completion"]) + [tok.eos_token_id]
-        labels = [-100] * len(prompt) + ids[len(prompt):]
+        labels = [-100] * len(prompt) + ids[len(prompt) :]
         with torch.no_grad():
             loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
         n = len(ids) - len(prompt)
@@ -98,10 +108,36 @@ def test_cli_training_lowers_the_validation_loss_computed_by_peft(tmp_path):
 
     base = mlx_llama.DEMO_MODEL
     write_data(tmp_path / "data", "causal-lm", n_train=32)
-    code = main(["lora", "--model", str(base), "--data", str(tmp_path / "data"), "--adapter-path",
-                 str(tmp_path / "adapter"), "--iters", "12", "--batch-size", "8", "--rank", "8", "--alpha", "16",
-                 "--target-modules", "q_proj,v_proj,down_proj", "--learning-rate", "1e-2", "--mask-prompt",
-                 "--lr-schedule", "cosine", "--warmup", "3", "--grad-checkpoint", "--quiet"])
+    code = main(
+        [
+            "lora",
+            "--model",
+            str(base),
+            "--data",
+            str(tmp_path / "data"),
+            "--adapter-path",
+            str(tmp_path / "adapter"),
+            "--iters",
+            "12",
+            "--batch-size",
+            "8",
+            "--rank",
+            "8",
+            "--alpha",
+            "16",
+            "--target-modules",
+            "q_proj,v_proj,down_proj",
+            "--learning-rate",
+            "1e-2",
+            "--mask-prompt",
+            "--lr-schedule",
+            "cosine",
+            "--warmup",
+            "3",
+            "--grad-checkpoint",
+            "--quiet",
+        ]
+    )
     assert code == 0
     tok = mlx_llama.LlamaTokenizer.from_pretrained(base)
     rows = [json.loads(line) for line in (tmp_path / "data" / "valid.jsonl").read_text().splitlines()]
@@ -146,15 +182,22 @@ def test_lora_gradients_equal_torch_with_grad_checkpointing(tmp_path):
 
 def test_qlora_trains_on_a_4bit_base_and_leaves_it_quantized(tmp_path):
     save_base(tmp_path / "base", vocab_size=VOCAB)
-    mlx_llama.convert_checkpoint(tmp_path / "base", tmp_path / "q4", dtype="float32", quantize=True, q_bits=4,
-                                 q_group_size=32)
+    mlx_llama.convert_checkpoint(
+        tmp_path / "base", tmp_path / "q4", dtype="float32", quantize=True, q_bits=4, q_group_size=32
+    )
     write_data(tmp_path / "data", "causal-lm")
     model = mlx_llama.LlamaForCausalLM.from_pretrained(tmp_path / "q4")
     tok = mlx_llama.LlamaTokenizer.from_pretrained(tmp_path / "q4")
     frozen = {k: np.array(v) for k, v in tree_flatten(model.parameters())}
-    history = finetune(model, tok, tmp_path / "data", tmp_path / "adapter", LoraConfig(r=4, lora_alpha=8),
-                       TrainingArgs(iters=12, batch_size=4, learning_rate=2e-2, steps_per_report=4,
-                                    steps_per_eval=100), task="causal-lm")
+    history = finetune(
+        model,
+        tok,
+        tmp_path / "data",
+        tmp_path / "adapter",
+        LoraConfig(r=4, lora_alpha=8),
+        TrainingArgs(iters=12, batch_size=4, learning_rate=2e-2, steps_per_report=4, steps_per_eval=100),
+        task="causal-lm",
+    )
     q = model.model.layers[0].self_attn.q_proj
     assert isinstance(q.base_layer, nn.QuantizedLinear) and q.base_layer["weight"].dtype == mx.uint32
     after = dict(tree_flatten(model.parameters()))
@@ -180,8 +223,14 @@ def test_resume_adapter_file_starts_from_the_saved_weights(tmp_path):
     write_data(tmp_path / "data", "causal-lm")
     tok = mlx_llama.LlamaTokenizer.from_pretrained(tmp_path / "base")
     model = mlx_llama.LlamaForCausalLM.from_pretrained(tmp_path / "base")
-    finetune(model, tok, tmp_path / "data", tmp_path / "adapter", LoraConfig(r=4),
-             TrainingArgs(iters=3, batch_size=4, learning_rate=1e-2, steps_per_eval=100))
+    finetune(
+        model,
+        tok,
+        tmp_path / "data",
+        tmp_path / "adapter",
+        LoraConfig(r=4),
+        TrainingArgs(iters=3, batch_size=4, learning_rate=1e-2, steps_per_eval=100),
+    )
     file = tmp_path / "adapter" / "adapter_model.safetensors"
     saved = load_file(file)
     fresh = mlx_llama.LlamaForCausalLM.from_pretrained(tmp_path / "base")
@@ -196,14 +245,36 @@ def test_cli_token_classification_with_named_labels(tmp_path):
     from mlx_llama.cli import main
 
     save_base(tmp_path / "base", vocab_size=VOCAB)
-    rows = [{"tokens": ["Emma", "walked", "to", "Highbury"], "labels": ["PER", "O", "O", "LOC"]},
-            {"tokens": ["Mr.", "Knightley", "came"], "labels": ["PER", "PER", "O"]}] * 4
+    rows = [
+        {"tokens": ["Emma", "walked", "to", "Highbury"], "labels": ["PER", "O", "O", "LOC"]},
+        {"tokens": ["Mr.", "Knightley", "came"], "labels": ["PER", "PER", "O"]},
+    ] * 4
     (tmp_path / "data").mkdir()
     for name in ("train", "valid"):
         (tmp_path / "data" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["lora", "--model", str(tmp_path / "base"), "--task", "token-classification", "--data",
-                 str(tmp_path / "data"), "--adapter-path", str(tmp_path / "adapter"), "--iters", "3",
-                 "--batch-size", "2", "--learning-rate", "1e-2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "lora",
+                "--model",
+                str(tmp_path / "base"),
+                "--task",
+                "token-classification",
+                "--data",
+                str(tmp_path / "data"),
+                "--adapter-path",
+                str(tmp_path / "adapter"),
+                "--iters",
+                "3",
+                "--batch-size",
+                "2",
+                "--learning-rate",
+                "1e-2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with pytest.warns(UserWarning):  # the causal checkpoint has no token-classification head
         model, tok = mlx_llama.load(tmp_path / "base", adapter_path=tmp_path / "adapter")
     assert type(model).__name__ == "LlamaForTokenClassification" and model.config.num_labels == 3
@@ -220,8 +291,15 @@ def test_full_fine_tune_saves_a_model_transformers_loads(tmp_path):
     write_data(tmp_path / "data", "causal-lm")
     model = mlx_llama.LlamaForCausalLM.from_pretrained(tmp_path / "base")
     tok = mlx_llama.LlamaTokenizer.from_pretrained(tmp_path / "base")
-    finetune(model, tok, tmp_path / "data", tmp_path / "full", LoraConfig(),
-             TrainingArgs(iters=2, batch_size=4, learning_rate=1e-3, steps_per_eval=100), fine_tune_type="full")
+    finetune(
+        model,
+        tok,
+        tmp_path / "data",
+        tmp_path / "full",
+        LoraConfig(),
+        TrainingArgs(iters=2, batch_size=4, learning_rate=1e-3, steps_per_eval=100),
+        fine_tune_type="full",
+    )
     hf, info = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "full", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     ids = token_ids() * 7 % VOCAB + 3

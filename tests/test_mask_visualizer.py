@@ -14,8 +14,13 @@ from mlx_llama.mask_visualizer import ATTEND, MASKED, AttentionMaskVisualizer
 def hf_allowed(mask: np.ndarray) -> np.ndarray:
     config = transformers.LlamaConfig(hidden_size=8, num_attention_heads=2, attn_implementation="eager")
     B, T = mask.shape
-    out = create_causal_mask(config=config, input_embeds=torch.zeros(B, T, 8), attention_mask=torch.tensor(mask),
-                             cache_position=torch.arange(T), past_key_values=None)
+    out = create_causal_mask(
+        config=config,
+        input_embeds=torch.zeros(B, T, 8),
+        attention_mask=torch.tensor(mask),
+        cache_position=torch.arange(T),
+        past_key_values=None,
+    )
     return (out[:, 0] == 0).numpy()
 
 

@@ -132,16 +132,22 @@ def test_quantized_checkpoint_loads_with_float32_scales(tmp_path):
     assert q_proj.scales.dtype == mx.float32
     # Reference: the same layer dequantized by MLX itself from the stored tensors, run as a float32 matmul.
     name = "model.layers.0.self_attn.q_proj"
-    w = mx.dequantize(stored[f"{name}.weight"], stored[f"{name}.scales"].astype(mx.float32),
-                      stored[f"{name}.biases"].astype(mx.float32), group_size=64, bits=4)
+    w = mx.dequantize(
+        stored[f"{name}.weight"],
+        stored[f"{name}.scales"].astype(mx.float32),
+        stored[f"{name}.biases"].astype(mx.float32),
+        group_size=64,
+        bits=4,
+    )
     x = mx.random.normal((3, 128))
     assert mx.allclose(q_proj(x), x @ w.T, atol=1e-4).item()
     assert loaded(np.array([[1, 2, 3]])).logits.shape == (1, 3, 128)
     # A prompt-sized input takes the dequantize + GEMM path on the CPU: it must equal MLX's quantized kernel.
     assert isinstance(q_proj, CPUQuantizedLinear)
     prompt = mx.random.normal((2, 20, 128))
-    fused = mx.quantized_matmul(prompt, q_proj.weight, q_proj.scales, q_proj.biases, transpose=True,
-                                group_size=64, bits=4)
+    fused = mx.quantized_matmul(
+        prompt, q_proj.weight, q_proj.scales, q_proj.biases, transpose=True, group_size=64, bits=4
+    )
     assert mx.allclose(q_proj(prompt), fused, atol=1e-4).item()
     ids = np.random.default_rng(0).integers(3, 128, size=(1, 40))
     full = loaded(ids).logits  # 40 rows: GEMM path; one token at a time: the quantized kernel
@@ -152,11 +158,26 @@ def test_quantized_checkpoint_loads_with_float32_scales(tmp_path):
 
 def test_config_round_trip_with_transformers(tmp_path):
     ref = transformers.LlamaConfig(
-        vocab_size=500, hidden_size=96, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
-        head_dim=32, rope_scaling={"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 1024,
-                                   "low_freq_factor": 1.0, "high_freq_factor": 4.0},
-        max_position_embeddings=4096, tie_word_embeddings=True, pad_token_id=0, eos_token_id=[2, 3],
-        id2label={0: "neg", 1: "pos", 2: "neutral"}, mlp_bias=True, custom_field="kept",
+        vocab_size=500,
+        hidden_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=32,
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "original_max_position_embeddings": 1024,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+        },
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=[2, 3],
+        id2label={0: "neg", 1: "pos", 2: "neutral"},
+        mlp_bias=True,
+        custom_field="kept",
     )
     ours = LlamaConfig.from_dict(ref.to_dict())
     assert ours.num_labels == 3 and ours.extra["custom_field"] == "kept"
@@ -171,30 +192,63 @@ def test_config_round_trip_with_transformers(tmp_path):
 
 def test_config_defaults_match_transformers():
     ref, ours = transformers.LlamaConfig(), LlamaConfig()
-    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps",
-                "use_cache", "pad_token_id", "bos_token_id", "eos_token_id", "pretraining_tp", "tie_word_embeddings",
-                "rope_theta", "rope_scaling", "attention_bias", "attention_dropout", "mlp_bias", "num_labels",
-                "problem_type"):
+    for key in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "hidden_act",
+        "max_position_embeddings",
+        "initializer_range",
+        "rms_norm_eps",
+        "use_cache",
+        "pad_token_id",
+        "bos_token_id",
+        "eos_token_id",
+        "pretraining_tp",
+        "tie_word_embeddings",
+        "rope_theta",
+        "rope_scaling",
+        "attention_bias",
+        "attention_dropout",
+        "mlp_bias",
+        "num_labels",
+        "problem_type",
+    ):
         assert getattr(ours, key) == getattr(ref, key), key
     assert ours.head_dim == ref.head_dim
 
 
-@pytest.mark.parametrize("kwargs,field", [
-    ({"hidden_size": 100, "num_attention_heads": 3}, "hidden_size"),
-    ({"num_key_value_heads": 3}, "num_key_value_heads"),
-    ({"hidden_act": "swiglu2"}, "hidden_act"),
-    ({"rope_scaling": {"rope_type": "linear"}}, "factor"),
-    ({"rope_scaling": {"rope_type": "linear", "factor": 0.5}}, "factor"),
-    ({"rope_scaling": {"rope_type": "unknown", "factor": 2.0}}, "rope_type"),
-    ({"rope_scaling": {}}, "rope_type"),
-    ({"rope_scaling": {"rope_type": "yarn"}}, "factor"),
-    ({"rope_scaling": {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}}, "short_factor"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "low_freq_factor"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192,
-                       "low_freq_factor": 4.0, "high_freq_factor": 1.0}}, "high_freq_factor"),
-    ({"problem_type": "ranking"}, "problem_type"),
-])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"hidden_size": 100, "num_attention_heads": 3}, "hidden_size"),
+        ({"num_key_value_heads": 3}, "num_key_value_heads"),
+        ({"hidden_act": "swiglu2"}, "hidden_act"),
+        ({"rope_scaling": {"rope_type": "linear"}}, "factor"),
+        ({"rope_scaling": {"rope_type": "linear", "factor": 0.5}}, "factor"),
+        ({"rope_scaling": {"rope_type": "unknown", "factor": 2.0}}, "rope_type"),
+        ({"rope_scaling": {}}, "rope_type"),
+        ({"rope_scaling": {"rope_type": "yarn"}}, "factor"),
+        ({"rope_scaling": {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}}, "short_factor"),
+        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "low_freq_factor"),
+        (
+            {
+                "rope_scaling": {
+                    "rope_type": "llama3",
+                    "factor": 8.0,
+                    "original_max_position_embeddings": 8192,
+                    "low_freq_factor": 4.0,
+                    "high_freq_factor": 1.0,
+                }
+            },
+            "high_freq_factor",
+        ),
+        ({"problem_type": "ranking"}, "problem_type"),
+    ],
+)
 def test_invalid_configs_raise_value_error(kwargs, field):
     kwargs = {"hidden_size": 64, "num_attention_heads": 4, **kwargs}
     with pytest.raises(ValueError, match=field):

@@ -18,8 +18,15 @@ from mlx_llama.loading import load_model
 
 TOL = 1e-4  # max abs logit difference relative to the logits' scale
 LOSS_TOL = 1e-5
-TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=64, rms_norm_eps=1e-5)
+TINY = dict(
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=112,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=64,
+    rms_norm_eps=1e-5,
+)
 
 
 def hf_model(cls_name="OpenLlamaForCausalLM", seed=0, **overrides):
@@ -50,8 +57,12 @@ def check_causal(hf, ours, ids, mask=None):
     """Logits, loss and hidden states; with a padding mask only the real tokens are compared."""
     kw = {} if mask is None else {"attention_mask": mask}
     with torch.no_grad():
-        ref = hf(torch.tensor(ids), labels=torch.tensor(ids), output_hidden_states=True,
-                 **{k: torch.tensor(v) for k, v in kw.items()})
+        ref = hf(
+            torch.tensor(ids),
+            labels=torch.tensor(ids),
+            output_hidden_states=True,
+            **{k: torch.tensor(v) for k, v in kw.items()},
+        )
     out = ours(ids, labels=ids, output_hidden_states=True, **kw)
     valid = np.ones(ids.shape, bool) if mask is None else mask.astype(bool)
     assert len(out.hidden_states) == len(ref.hidden_states)
@@ -171,8 +182,14 @@ def test_config_defaults_and_round_trip_with_transformers(tmp_path):
 
 
 def test_config_legacy_and_unused_keys():
-    cfg = OpenLlamaConfig.from_dict({**TINY, "use_memorry_efficient_attention": False,
-                                     "use_memory_efficient_attention": True, "num_key_value_heads": 2})
+    cfg = OpenLlamaConfig.from_dict(
+        {
+            **TINY,
+            "use_memorry_efficient_attention": False,
+            "use_memory_efficient_attention": True,
+            "num_key_value_heads": 2,
+        }
+    )
     assert cfg.use_memory_efficient_attention is False  # the misspelled key wins, as in Transformers
     assert cfg.num_key_value_heads == 4  # Open-Llama has no GQA: the key is kept but unused
     assert cfg.to_dict()["num_key_value_heads"] == 2
@@ -250,8 +267,22 @@ def test_transformers_checkpoint_converts_and_generates(tmp_path):
     expected = hf_greedy(hf, ids, mask, 6)
     got = to_np(model.generate(mx.array(ids), attention_mask=mx.array(mask), max_new_tokens=6)).astype(np.int64)
     assert np.array_equal(got, expected)
-    assert cli_main(["generate", "--model", str(out), "--prompt", "the cat", "--max-tokens", "4",
-                     "--no-chat-template", "--quiet"]) == 0
+    assert (
+        cli_main(
+            [
+                "generate",
+                "--model",
+                str(out),
+                "--prompt",
+                "the cat",
+                "--max-tokens",
+                "4",
+                "--no-chat-template",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
 
 
 def test_bare_open_llama_model_from_pretrained_and_load(tmp_path):

@@ -38,8 +38,9 @@ def test_causal_lm_every_position_and_unmasked_loss(tmp_path):
     hf, ours = pair(tmp_path, "LlamaForCausalLM")
     ids, mask = batch()
     with torch.no_grad():
-        ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask), labels=torch.tensor(ids),
-                 output_hidden_states=True)
+        ref = hf(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), labels=torch.tensor(ids), output_hidden_states=True
+        )
     out = ours(ids, attention_mask=mask, labels=ids, output_hidden_states=True)
     assert rel_err(out.logits, ref.logits) <= TOL
     for a, b in zip(out.hidden_states, ref.hidden_states):
@@ -52,8 +53,12 @@ def test_question_answering_right_and_left_padded_loss(tmp_path):
     ids, mask = batch(4)
     start, end = np.array([2, 6, 1]), np.array([5, 9, 11])
     with torch.no_grad():
-        ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask), start_positions=torch.tensor(start),
-                 end_positions=torch.tensor(end))
+        ref = hf(
+            torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            start_positions=torch.tensor(start),
+            end_positions=torch.tensor(end),
+        )
     out = ours(ids, attention_mask=mask, start_positions=start, end_positions=end)
     assert rel_err(out.start_logits, ref.start_logits) <= TOL
     assert rel_err(out.end_logits, ref.end_logits) <= TOL
@@ -78,9 +83,16 @@ def test_sequence_classification_padded(tmp_path, cls_name):
         import transformers
 
         torch.manual_seed(0)
-        config = transformers.OpenLlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=112,
-                                              num_hidden_layers=2, num_attention_heads=4, pad_token_id=0,
-                                              max_position_embeddings=64, num_labels=3)
+        config = transformers.OpenLlamaConfig(
+            vocab_size=128,
+            hidden_size=64,
+            intermediate_size=112,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            pad_token_id=0,
+            max_position_embeddings=64,
+            num_labels=3,
+        )
         hf = transformers.OpenLlamaForSequenceClassification(config).eval()
         hf.save_pretrained(tmp_path)
         ours = mlx_llama.OpenLlamaForSequenceClassification.from_pretrained(tmp_path)
@@ -99,8 +111,15 @@ def test_open_llama_causal_every_position(tmp_path):
     from transformers.models.deprecated import open_llama as hf_ol
 
     torch.manual_seed(0)
-    config = hf_ol.OpenLlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
-                                   num_attention_heads=4, max_position_embeddings=64, pad_token_id=0)
+    config = hf_ol.OpenLlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=112,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
     hf = hf_ol.OpenLlamaForCausalLM(config).eval()
     hf.save_pretrained(tmp_path)
     ours = mlx_llama.OpenLlamaForCausalLM.from_pretrained(tmp_path)

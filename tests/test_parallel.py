@@ -52,8 +52,9 @@ def checkpoints(tmp_path_factory):
     write_checkpoint(dirs["gqa"], num_key_value_heads=2, **SHAPE)
     write_checkpoint(dirs["mha"], seed=1, num_key_value_heads=4, **SHAPE)
     for name in ("gqa", "mha"):
-        mlx_llama.convert_checkpoint(dirs[name], dirs[name + "4"], dtype="float32", quantize=True, q_bits=4,
-                                     q_group_size=32, quiet=True)
+        mlx_llama.convert_checkpoint(
+            dirs[name], dirs[name + "4"], dtype="float32", quantize=True, q_bits=4, q_group_size=32, quiet=True
+        )
     open_llama_checkpoint(dirs["open"], dirs["gqa"])
     biased = write_checkpoint(dirs["bias"], seed=2, num_key_value_heads=2, attention_bias=True, mlp_bias=True, **SHAPE)
     with torch.no_grad():  # Transformers initialises biases to zero: make them count
@@ -115,8 +116,9 @@ def test_three_stage_pipeline_with_a_middle_rank(checkpoints, references, tmp_pa
     for rank, results in enumerate(launch(chosen, ["pipeline"], 3, tmp_path)):
         for name in chosen:
             got, ref = results[f"{name}/pipeline"], references[name]
-            assert [got[k] for k in ("greedy", "continued", "batch")] == [ref[k] for k in ("greedy", "continued",
-                                                                                         "batch")], (rank, name)
+            assert [got[k] for k in ("greedy", "continued", "batch")] == [
+                ref[k] for k in ("greedy", "continued", "batch")
+            ], (rank, name)
             np.testing.assert_allclose(got["logits"], ref["logits"], atol=2e-4, rtol=1e-4)
 
 
@@ -130,7 +132,8 @@ def test_cli_reports_heads_that_do_not_divide(checkpoints, tmp_path):
         assert r.returncode == 2, describe(results)
         assert r.stderr.strip().splitlines() == [
             "mlx-llama: error: config field `num_attention_heads` (4) must be divisible by the number of ranks (3) "
-            "for tensor parallelism; use --parallel pipeline or another rank count"]
+            "for tensor parallelism; use --parallel pipeline or another rank count"
+        ]
 
 
 @pytest.mark.slow
@@ -142,19 +145,31 @@ def test_single_process_is_a_group_of_one(checkpoints, references):
 
 
 def test_pipeline_stages_are_contiguous_and_balanced():
-    assert [pipeline_plan(5, r, 2) for r in range(2)] == [ParallelPlan("pipeline", 0, 2, 0, 3),
-                                                        ParallelPlan("pipeline", 1, 2, 3, 5)]
+    assert [pipeline_plan(5, r, 2) for r in range(2)] == [
+        ParallelPlan("pipeline", 0, 2, 0, 3),
+        ParallelPlan("pipeline", 1, 2, 3, 5),
+    ]
     assert [(p.first, p.stop) for p in (pipeline_plan(7, r, 3) for r in range(3))] == [(0, 3), (3, 5), (5, 7)]
     with pytest.raises(ConfigError, match="num_hidden_layers"):
         pipeline_plan(2, 0, 3)
 
 
 def test_tensor_split_needs_divisible_heads():
-    config = mlx_llama.LlamaConfig(vocab_size=32, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                   num_attention_heads=4, num_key_value_heads=2)
+    config = mlx_llama.LlamaConfig(
+        vocab_size=32,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     local = tensor_config(config, 2)
     assert (local.num_attention_heads, local.num_key_value_heads, local.intermediate_size, local.head_dim) == (
-        2, 1, 64, 16)
+        2,
+        1,
+        64,
+        16,
+    )
     with pytest.raises(ConfigError, match="num_key_value_heads.*divisible.*4"):
         tensor_config(config, 4)
     quantized = mlx_llama.LlamaConfig(**{**config.to_dict(), "quantization": {"group_size": 64, "bits": 4}})
@@ -179,8 +194,22 @@ def test_cli_generate_under_mlx_launch_prints_once(checkpoints, capsys, monkeypa
     expected = single_process_cli(argv, capsys, monkeypatch)
     assert expected.strip()
     port = free_ports(1)[0]
-    cmd = ["mlx.launch", "-n", "2", "--backend", "ring", "--starting-port", str(port), "--",
-           sys.executable, "-m", "mlx_llama", *argv, "--parallel", "tensor"]
+    cmd = [
+        "mlx.launch",
+        "-n",
+        "2",
+        "--backend",
+        "ring",
+        "--starting-port",
+        str(port),
+        "--",
+        sys.executable,
+        "-m",
+        "mlx_llama",
+        *argv,
+        "--parallel",
+        "tensor",
+    ]
     # mlx.launch exits 0 even when a rank failed: its "[WARN] Node with rank R exited" line says so.
     out, err = run_launcher(cmd, timeout=90)
     assert "exited with code" not in out + err, out + err
@@ -194,8 +223,9 @@ def test_cli_chat_rank0_reads_and_prints(checkpoints, capsys, monkeypatch, tmp_p
     lines = "the cat sat\nand the dog\n/quit\n"
     expected = single_process_cli(argv, capsys, monkeypatch, lines)
     assert expected.count("\n") == 2
-    results = run_ranks(["-m", "mlx_llama", *argv, "--parallel", "pipeline"], tmp_path, n=2, timeout=60,
-                        stdin_text=lines)
+    results = run_ranks(
+        ["-m", "mlx_llama", *argv, "--parallel", "pipeline"], tmp_path, n=2, timeout=60, stdin_text=lines
+    )
     assert all(r.returncode == 0 for r in results), describe(results)
     assert results[0].stdout == expected
     assert results[1].stdout == ""
@@ -216,8 +246,18 @@ def test_serve_rank0_http_with_concurrent_requests(checkpoints, references, tmp_
     prompts = ["the cat sat", "a small boat sailed", "birds sang in tall green"]
     expected = [mlx_llama.generate(model, tokenizer, p, 8) for p in prompts]
     port = free_ports(1)[0]
-    argv = ["-m", "mlx_llama", "serve", "--model", str(checkpoints["gqa"]), "--port", str(port), "--parallel",
-            "tensor", "--quiet"]
+    argv = [
+        "-m",
+        "mlx_llama",
+        "serve",
+        "--model",
+        str(checkpoints["gqa"]),
+        "--port",
+        str(port),
+        "--parallel",
+        "tensor",
+        "--quiet",
+    ]
     procs = start_ranks(argv, tmp_path, n=2)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -241,11 +281,19 @@ def test_serve_sends_sampling_options_and_json_schemas_intact():
     from mlx_llama.server.json_constraint import recognizer_for
     from mlx_llama.server.sampler import SamplingOptions
 
-    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"enum": ["x", "y"]},
-                                               "c": {"type": "array", "items": {"type": "string"}}}, "required": ["a"]}
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "integer"},
+            "b": {"enum": ["x", "y"]},
+            "c": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["a"],
+    }
     for fmt in ({"type": "json_schema", "json_schema": {"schema": schema}}, {"type": "json_object"}):
-        sent = SamplingOptions(temperature=0.5, top_k=3, logit_bias={3: -1.5}, seed=4, logprobs=2,
-                               recognizer=recognizer_for(fmt))
+        sent = SamplingOptions(
+            temperature=0.5, top_k=3, logit_bias={3: -1.5}, seed=4, logprobs=2, recognizer=recognizer_for(fmt)
+        )
         got = _options(json.loads(json.dumps(_options_json(sent))))
         assert got.recognizer.node == sent.recognizer.node
         assert (got.temperature, got.top_k, got.logit_bias, got.seed, got.logprobs) == (0.5, 3, {3: -1.5}, 4, 2)

@@ -57,21 +57,25 @@ def test_cli_perplexity_and_decoding_flags(checkpoint, tmp_path, capsys):
     path, hf, model, tok = checkpoint
     data = tmp_path / "text.txt"
     data.write_text(TEXT)
-    assert cli.main(["perplexity", "--model", str(path), "--data", str(data), "--context-length", "16",
-                     "--quiet"]) == 0
+    assert cli.main(["perplexity", "--model", str(path), "--data", str(data), "--context-length", "16", "--quiet"]) == 0
     assert float(capsys.readouterr().out) == pytest.approx(hf_perplexity(hf, tok.encode(TEXT), 16), rel=1e-4)
     plain = ["generate", "--model", str(path), "--prompt", "the cat sat on the mat", "--max-tokens", "12"]
     assert cli.main(plain + ["--quiet"]) == 0
     expected = capsys.readouterr().out
-    for flags in (["--draft-model", str(path), "--num-draft-tokens", "2"], ["--prompt-lookup", "3"],
-                  ["--max-kv-size", "64"]):
+    for flags in (
+        ["--draft-model", str(path), "--num-draft-tokens", "2"],
+        ["--prompt-lookup", "3"],
+        ["--max-kv-size", "64"],
+    ):
         assert cli.main(plain + flags) == 0
         out = capsys.readouterr()
         assert out.out == expected, flags
         if "--max-kv-size" not in flags:
             assert "accepted drafts" in out.err
-    for flags, message in ((["--prompt-lookup", "0"], "--prompt-lookup must be"),
-                           (["--max-kv-size", "64", "--kv-bits", "4"], "not both"),
-                           (["--draft-model", str(path), "--prompt-lookup", "2"], "not both")):
+    for flags, message in (
+        (["--prompt-lookup", "0"], "--prompt-lookup must be"),
+        (["--max-kv-size", "64", "--kv-bits", "4"], "not both"),
+        (["--draft-model", str(path), "--prompt-lookup", "2"], "not both"),
+    ):
         assert cli.main(plain + flags) == 2
         assert message in capsys.readouterr().err

@@ -43,9 +43,11 @@ def test_auto_classes(causal, tmp_path):
     assert auto.AutoTokenizer.from_pretrained(path, padding_side="left").padding_side == "left"
     from transformers.models.deprecated import open_llama as hf_ol
 
-    hf_ol.OpenLlamaForCausalLM(hf_ol.OpenLlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
-                                                     num_hidden_layers=1, num_attention_heads=2)).save_pretrained(
-        tmp_path)
+    hf_ol.OpenLlamaForCausalLM(
+        hf_ol.OpenLlamaConfig(
+            vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+        )
+    ).save_pretrained(tmp_path)
     assert isinstance(auto.AutoConfig.from_pretrained(tmp_path), mlx_llama.OpenLlamaConfig)
     assert type(auto.AutoModelForCausalLM.from_pretrained(tmp_path)) is mlx_llama.OpenLlamaForCausalLM
     assert type(auto.AutoModel.from_config(auto.AutoConfig.from_pretrained(tmp_path))) is mlx_llama.OpenLlamaModel
@@ -53,11 +55,15 @@ def test_auto_classes(causal, tmp_path):
         auto.AutoModelForTokenClassification.from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(do_sample=False, max_new_tokens=12),
-    dict(do_sample=False, max_new_tokens=8, return_full_text=False),
-    dict(num_beams=3, num_return_sequences=2, max_new_tokens=6, do_sample=False),
-], ids=["greedy", "new-text", "beams"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(do_sample=False, max_new_tokens=12),
+        dict(do_sample=False, max_new_tokens=8, return_full_text=False),
+        dict(num_beams=3, num_return_sequences=2, max_new_tokens=6, do_sample=False),
+    ],
+    ids=["greedy", "new-text", "beams"],
+)
 def test_text_generation_matches_transformers(causal, kw):
     path, hf, hf_tok = causal
     ours = pipeline("text-generation", model=path, dtype="float32")
@@ -117,8 +123,14 @@ def test_text_classification_matches_transformers(causal, tmp_path):
 
 def test_token_classification_matches_transformers(causal, tmp_path):
     labels = {0: "O", 1: "B-X", 2: "I-X"}
-    hf = _pair(tmp_path, causal[0], "LlamaForTokenClassification", num_labels=3, id2label=labels,
-               label2id={v: k for k, v in labels.items()})
+    hf = _pair(
+        tmp_path,
+        causal[0],
+        "LlamaForTokenClassification",
+        num_labels=3,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
     hf_tok = transformers.LlamaTokenizer.from_pretrained(tmp_path)
     got = pipeline("token-classification", model=tmp_path)(PROMPTS[1])
     ref = hf_pipe("token-classification", hf, hf_tok, PROMPTS[1])
@@ -137,10 +149,12 @@ def test_question_answering_best_span_from_transformers_logits(causal, tmp_path)
     c_ids = tok.convert_tokens_to_ids(tok.tokenize(context))
     with torch.no_grad():
         out = hf(torch.tensor([q_ids + c_ids]))
-    start = torch.softmax(out.start_logits[0, len(q_ids):], -1).numpy()
-    end = torch.softmax(out.end_logits[0, len(q_ids):], -1).numpy()
-    best = max(((s, e) for s in range(len(c_ids)) for e in range(s, min(s + 15, len(c_ids)))),
-               key=lambda se: start[se[0]] * end[se[1]])
+    start = torch.softmax(out.start_logits[0, len(q_ids) :], -1).numpy()
+    end = torch.softmax(out.end_logits[0, len(q_ids) :], -1).numpy()
+    best = max(
+        ((s, e) for s in range(len(c_ids)) for e in range(s, min(s + 15, len(c_ids)))),
+        key=lambda se: start[se[0]] * end[se[1]],
+    )
     assert answer["score"] == pytest.approx(float(start[best[0]] * end[best[1]]), rel=1e-4)
     expected = tok.decode(c_ids[best[0] : best[1] + 1]).strip()
     assert answer["answer"] == expected and context[answer["start"] : answer["end"]] == expected
@@ -154,21 +168,35 @@ def test_text_generation_chat_matches_transformers(causal, tmp_path):
     for item in path.iterdir():
         shutil.copy(item, tmp_path / item.name)
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
-    config["chat_template"] = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                               "{% if add_generation_prompt %}assistant:{% endif %}")
+    config["chat_template"] = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant:{% endif %}"
+    )
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     chat = [{"role": "user", "content": "The cat sat on"}]
     got = pipeline("text-generation", model=tmp_path)(chat, do_sample=False, max_new_tokens=8)
-    ref = hf_pipe("text-generation", hf, transformers.LlamaTokenizer.from_pretrained(tmp_path), chat,
-                  do_sample=False, max_new_tokens=8)
+    ref = hf_pipe(
+        "text-generation",
+        hf,
+        transformers.LlamaTokenizer.from_pretrained(tmp_path),
+        chat,
+        do_sample=False,
+        max_new_tokens=8,
+    )
     assert got == ref and got[0]["generated_text"][-1]["role"] == "assistant"
 
 
 def test_token_classification_fast_tokenizer_offsets(causal, tmp_path):
     """With a tokenizer.json (fast tokenizer), entities carry character offsets, as Transformers' do."""
     labels = {0: "O", 1: "B-X", 2: "I-X"}
-    hf = hf_model("LlamaForTokenClassification", vocab_size=160, pad_token_id=0, num_labels=3, id2label=labels,
-                  label2id={v: k for k, v in labels.items()})
+    hf = hf_model(
+        "LlamaForTokenClassification",
+        vocab_size=160,
+        pad_token_id=0,
+        num_labels=3,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
     hf.save_pretrained(tmp_path)
     fast = transformers.LlamaTokenizerFast.from_pretrained(causal[0], from_slow=True, legacy=False)
     fast.save_pretrained(tmp_path)

@@ -40,13 +40,16 @@ def test_torch_dtype_alias_and_auto(saved):
     assert LlamaForCausalLM.from_pretrained(path / "bf16").model.norm.weight.dtype == mx.float32
 
 
-@pytest.mark.parametrize("kw,fix", [
-    (dict(device_map="auto"), "device_map"),
-    (dict(load_in_4bit=True), "convert"),
-    (dict(load_in_8bit=True), "convert"),
-    (dict(quantization_config={"load_in_4bit": True}), "convert"),
-    (dict(attn_implementation="flash_attention_2"), "eager"),
-])
+@pytest.mark.parametrize(
+    "kw,fix",
+    [
+        (dict(device_map="auto"), "device_map"),
+        (dict(load_in_4bit=True), "convert"),
+        (dict(load_in_8bit=True), "convert"),
+        (dict(quantization_config={"load_in_4bit": True}), "convert"),
+        (dict(attn_implementation="flash_attention_2"), "eager"),
+    ],
+)
 def test_impossible_options_are_clear_errors(saved, kw, fix):
     with pytest.raises(ConfigError, match=fix):
         LlamaForCausalLM.from_pretrained(saved[0], **kw)
@@ -54,8 +57,9 @@ def test_impossible_options_are_clear_errors(saved, kw, fix):
 
 def test_accepted_options_never_reach_config_json(saved, tmp_path):
     path, hf = saved
-    model = LlamaForCausalLM.from_pretrained(path, attn_implementation="sdpa", device_map=None,
-                                             low_cpu_mem_usage=True, load_in_4bit=False)
+    model = LlamaForCausalLM.from_pretrained(
+        path, attn_implementation="sdpa", device_map=None, low_cpu_mem_usage=True, load_in_4bit=False
+    )
     model.save_pretrained(tmp_path)
     written = json.loads((tmp_path / "config.json").read_text())
     for key in ("attn_implementation", "device_map", "low_cpu_mem_usage", "load_in_4bit"):

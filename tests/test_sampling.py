@@ -28,9 +28,7 @@ def random_logits(seed: int, batch: int = 4, vocab: int = VOCAB, scale: float = 
 
 
 def hf(processor, logits: np.ndarray, input_ids: np.ndarray | None = None) -> np.ndarray:
-    ids = (
-        torch.zeros((logits.shape[0], 1), dtype=torch.long) if input_ids is None else torch.tensor(input_ids)
-    )
+    ids = torch.zeros((logits.shape[0], 1), dtype=torch.long) if input_ids is None else torch.tensor(input_ids)
     return processor(ids, torch.tensor(logits)).numpy()
 
 

@@ -17,8 +17,16 @@ from support.server import ServerProcess
 import mlx_llama
 from mlx_llama import DEMO_MODEL
 
-PROMPTS = ["Once upon a time", "The house was", "She said that", "In the morning the", "It was a dark",
-           "He", "My dear sister, I", "The weather"]
+PROMPTS = [
+    "Once upon a time",
+    "The house was",
+    "She said that",
+    "In the morning the",
+    "It was a dark",
+    "He",
+    "My dear sister, I",
+    "The weather",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +62,16 @@ def test_completion_at_temperature_0_equals_generate(client, oracle):
 
 def test_completion_stream_matches_and_ends_with_done(server, client, oracle):
     model, tok = oracle
-    chunks = list(client.completions.create(model="demo", prompt="The house was", max_tokens=20, temperature=0,
-                                            stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(
+            model="demo",
+            prompt="The house was",
+            max_tokens=20,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     assert text == mlx_llama.generate(model, tok, "The house was", max_tokens=20)
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
@@ -75,8 +91,16 @@ def test_chat_uses_the_chat_format_streamed_or_not(client, oracle):
     out = client.chat.completions.create(model="demo", messages=messages, max_tokens=30, temperature=0)
     assert out.choices[0].message.content == expected and out.choices[0].message.role == "assistant"
     assert out.usage.prompt_tokens == len(ids)
-    chunks = list(client.chat.completions.create(model="demo", messages=messages, max_tokens=30, temperature=0,
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="demo",
+            messages=messages,
+            max_tokens=30,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
     assert chunks[-1].usage.completion_tokens == out.usage.completion_tokens
@@ -87,11 +111,13 @@ def test_stop_strings_cut_the_text(client, oracle):
     model, tok = oracle
     full = mlx_llama.generate(model, tok, "Once upon a time", max_tokens=24)
     word = full.split()[5]
-    out = client.completions.create(model="d", prompt="Once upon a time", max_tokens=24, temperature=0,
-                                    stop=["zzz", word])
+    out = client.completions.create(
+        model="d", prompt="Once upon a time", max_tokens=24, temperature=0, stop=["zzz", word]
+    )
     assert out.choices[0].text == full[: full.index(word)] and out.choices[0].finish_reason == "stop"
-    stream = client.completions.create(model="d", prompt="Once upon a time", max_tokens=24, temperature=0,
-                                       stop=[word], stream=True)
+    stream = client.completions.create(
+        model="d", prompt="Once upon a time", max_tokens=24, temperature=0, stop=[word], stream=True
+    )
     assert "".join(c.choices[0].text for c in stream) == full[: full.index(word)]
 
 
@@ -109,8 +135,9 @@ def test_n_choices_share_the_prompt(client, oracle):
     model, tok = oracle
     out = client.completions.create(model="d", prompt="The weather", max_tokens=8, temperature=1.0, n=3, seed=3)
     assert [c.index for c in out.choices] == [0, 1, 2]
-    expected = [mlx_llama.generate(model, tok, "The weather", max_tokens=8, temperature=1.0, seed=3 + i)
-                for i in range(3)]
+    expected = [
+        mlx_llama.generate(model, tok, "The weather", max_tokens=8, temperature=1.0, seed=3 + i) for i in range(3)
+    ]
     assert [c.text for c in out.choices] == expected
     assert out.usage.completion_tokens == 24 and out.usage.prompt_tokens == len(tok.encode("The weather"))
 
@@ -119,8 +146,15 @@ def test_logprobs_are_the_models(client, oracle):
     model, tok = oracle
     messages = [{"role": "user", "content": "Hello there."}]
     ids = chat_ids(tok, messages)
-    out = client.chat.completions.create(model="d", messages=messages, max_tokens=1, temperature=0,
-                                         logprobs=True, top_logprobs=3, logit_bias={str(tok.eos_token_id): -100})
+    out = client.chat.completions.create(
+        model="d",
+        messages=messages,
+        max_tokens=1,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        logit_bias={str(tok.eos_token_id): -100},
+    )
     entry = out.choices[0].logprobs.content[0]
     logits = model(mx.array([ids])).logits[0, -1].astype(mx.float32)
     logprobs = logits - mx.logsumexp(logits)
@@ -140,8 +174,9 @@ def test_logit_bias_and_penalties_change_the_choice(client, oracle):
     base = client.completions.create(model="d", prompt="Once upon a time", max_tokens=1, temperature=0)
     first = mx.argmax(model(mx.array([tok.encode("Once upon a time")])).logits[0, -1]).item()
     assert tok.decode([first]) == base.choices[0].text
-    banned = client.completions.create(model="d", prompt="Once upon a time", max_tokens=1, temperature=0,
-                                       logit_bias={str(first): -100})
+    banned = client.completions.create(
+        model="d", prompt="Once upon a time", max_tokens=1, temperature=0, logit_bias={str(first): -100}
+    )
     assert banned.choices[0].text != base.choices[0].text
     kw = dict(model="d", prompt="Once upon a time", max_tokens=40, temperature=0)
     plain = client.completions.create(**kw).choices[0].text
@@ -151,24 +186,43 @@ def test_logit_bias_and_penalties_change_the_choice(client, oracle):
 
 
 def test_json_modes_give_valid_json(client):
-    schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}, "count": {"type": "integer"},
-                                               "ok": {"type": "boolean"}},
-              "required": ["answer", "count", "ok"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"enum": ["yes", "no"]}, "count": {"type": "integer"}, "ok": {"type": "boolean"}},
+        "required": ["answer", "count", "ok"],
+        "additionalProperties": False,
+    }
     messages = [{"role": "user", "content": "Answer in JSON."}]
-    out = client.chat.completions.create(model="d", messages=messages, max_tokens=60, temperature=0,
-                                         response_format={"type": "json_schema",
-                                                          "json_schema": {"name": "a", "schema": schema}})
+    out = client.chat.completions.create(
+        model="d",
+        messages=messages,
+        max_tokens=60,
+        temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+    )
     value = json.loads(out.choices[0].message.content)
     assert set(value) == {"answer", "count", "ok"} and value["answer"] in ("yes", "no")
     assert isinstance(value["count"], int) and isinstance(value["ok"], bool)
     for seed in (1, 2, 3, 4):
-        out = client.chat.completions.create(model="d", messages=messages, max_tokens=40, temperature=1.0,
-                                             seed=seed, response_format={"type": "json_object"})
+        out = client.chat.completions.create(
+            model="d",
+            messages=messages,
+            max_tokens=40,
+            temperature=1.0,
+            seed=seed,
+            response_format={"type": "json_object"},
+        )
         assert out.choices[0].finish_reason == "stop"
         assert isinstance(json.loads(out.choices[0].message.content), dict)
     for max_tokens in (3, 6, 9):  # the output closes itself within a small budget
-        out = client.completions.create(model="d", prompt="{", max_tokens=max_tokens, temperature=1.0, seed=5,
-                                        extra_body={"response_format": {"type": "json_object"}})
+        out = client.completions.create(
+            model="d",
+            prompt="{",
+            max_tokens=max_tokens,
+            temperature=1.0,
+            seed=5,
+            extra_body={"response_format": {"type": "json_object"}},
+        )
         assert out.choices[0].finish_reason == "stop" and out.usage.completion_tokens <= max_tokens
         assert isinstance(json.loads(out.choices[0].text), dict)
 
@@ -225,17 +279,35 @@ BAD_REQUESTS = [
     (COMP, {"model": "x", "prompt": "a", "repetition_penalty": 0}, "repetition_penalty", "invalid_value"),
     (COMP, {"model": "x", "prompt": "a", "logprobs": 50}, "logprobs", "invalid_value"),
     (CHAT, {"model": "x", "messages": MSG, "top_logprobs": 2}, "top_logprobs", "invalid_value"),
-    (CHAT, {"model": "x", "messages": MSG, "stream_options": {"include_usage": True}}, "stream_options",
-     "invalid_value"),
+    (
+        CHAT,
+        {"model": "x", "messages": MSG, "stream_options": {"include_usage": True}},
+        "stream_options",
+        "invalid_value",
+    ),
     (CHAT, {"model": "x", "messages": MSG, "tools": []}, "tools", "unsupported_parameter"),
     (COMP, {"model": "x", "prompt": "a", "echo": True}, "echo", "unsupported_parameter"),
     (COMP, {"model": "x", "prompt": ["a", "b"]}, "prompt", "invalid_value"),
     (COMP, {"model": "x", "prompt": [1, 99999]}, "prompt", "invalid_value"),
-    (CHAT, {"model": "x", "messages": MSG, "response_format": {"type": "xml"}}, "response_format.type",
-     "invalid_value"),
-    (CHAT, {"model": "x", "messages": MSG, "response_format": {"type": "json_schema", "json_schema": {
-        "name": "a", "schema": {"type": "string", "pattern": "^a+$"}}}}, "response_format.json_schema",
-     "unsupported_schema"),
+    (
+        CHAT,
+        {"model": "x", "messages": MSG, "response_format": {"type": "xml"}},
+        "response_format.type",
+        "invalid_value",
+    ),
+    (
+        CHAT,
+        {
+            "model": "x",
+            "messages": MSG,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "a", "schema": {"type": "string", "pattern": "^a+$"}},
+            },
+        },
+        "response_format.json_schema",
+        "unsupported_schema",
+    ),
     (COMP, {"model": "x", "prompt": "word " * 300}, "prompt", "context_length_exceeded"),
 ]
 
@@ -279,8 +351,14 @@ def test_requests_joining_a_running_batch_match_generate(client, oracle):
         for n, chunk in enumerate(stream):
             parts.append(chunk.choices[0].text)
             if n == 10:  # the long row is decoding: these join it, shorter, so it gets left-padded rows
-                futures = [pool.submit(lambda p=p: client.completions.create(
-                    model="d", prompt=p, max_tokens=10, temperature=0).choices[0].text) for p in short]
+                futures = [
+                    pool.submit(
+                        lambda p=p: (
+                            client.completions.create(model="d", prompt=p, max_tokens=10, temperature=0).choices[0].text
+                        )
+                    )
+                    for p in short
+                ]
         got = [f.result() for f in futures]
     assert "".join(parts) == expected_long and got == expected
 
@@ -289,14 +367,21 @@ def test_top_k_1_is_greedy_and_min_p_1_too(client, oracle):
     model, tok = oracle
     greedy = mlx_llama.generate(model, tok, "The weather", max_tokens=12)
     for extra in ({"top_k": 1}, {"min_p": 1.0}):
-        out = client.completions.create(model="d", prompt="The weather", max_tokens=12, temperature=1.5, seed=0,
-                                        extra_body=extra)
+        out = client.completions.create(
+            model="d", prompt="The weather", max_tokens=12, temperature=1.5, seed=0, extra_body=extra
+        )
         assert out.choices[0].text == greedy
 
 
 def test_streamed_choices_match_the_non_streamed_ones(client):
-    kw = dict(model="d", messages=[{"role": "user", "content": "Say something."}], max_tokens=10, temperature=1.0,
-              seed=11, n=2)
+    kw = dict(
+        model="d",
+        messages=[{"role": "user", "content": "Say something."}],
+        max_tokens=10,
+        temperature=1.0,
+        seed=11,
+        n=2,
+    )
     whole = client.chat.completions.create(**kw)
     texts = {0: "", 1: ""}
     finish = {}

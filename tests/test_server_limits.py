@@ -28,8 +28,18 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_dir):
-    srv = ServerProcess("--model", str(model_dir), "--max-concurrency", "1", "--api-key", KEY,
-                        "--cors-origin", ORIGIN, "--prompt-cache-bytes", "64MB")
+    srv = ServerProcess(
+        "--model",
+        str(model_dir),
+        "--max-concurrency",
+        "1",
+        "--api-key",
+        KEY,
+        "--cors-origin",
+        ORIGIN,
+        "--prompt-cache-bytes",
+        "64MB",
+    )
     yield srv
     assert srv.stop(signal.SIGTERM) == 0, "".join(srv.lines)
 
@@ -120,9 +130,11 @@ def test_serve_argument_errors_are_one_line_exit_2(capsys):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        for args, fragment in ((["--port", "70000"], "port must be in 0..65535"),
-                               (["--max-concurrency", "0"], "--max-concurrency must be at least 1"),
-                               (["--port", str(port)], f"cannot listen on 127.0.0.1:{port}")):
+        for args, fragment in (
+            (["--port", "70000"], "port must be in 0..65535"),
+            (["--max-concurrency", "0"], "--max-concurrency must be at least 1"),
+            (["--port", str(port)], f"cannot listen on 127.0.0.1:{port}"),
+        ):
             assert main(["serve", *args]) == 2
             err = capsys.readouterr().err
             assert fragment in err and len(err.strip().splitlines()) == 1, err

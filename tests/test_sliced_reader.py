@@ -25,8 +25,13 @@ def checkpoint(tmp_path):
         "b": rng.standard_normal((8, 4)).astype(np.float32),  # read as bfloat16 below
     }
     path = tmp_path / "m.safetensors"
-    save_file({k: (torch.from_numpy(v).to(torch.bfloat16) if k == "b" else torch.from_numpy(v.copy()))
-               for k, v in tensors.items()}, str(path))
+    save_file(
+        {
+            k: (torch.from_numpy(v).to(torch.bfloat16) if k == "b" else torch.from_numpy(v.copy()))
+            for k, v in tensors.items()
+        },
+        str(path),
+    )
     return path
 
 

@@ -41,17 +41,20 @@ def hf_greedy(hf, ids, n=NEW):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = torch.tensor([ids])
-        out = hf.generate(t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False,
-                          eos_token_id=None, pad_token_id=0)
+        out = hf.generate(
+            t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0
+        )
     return out[0].tolist()
 
 
 @pytest.mark.parametrize("how", ["random 1-layer draft", "target as its own draft", "prompt lookup"])
 def test_greedy_identity_with_transformers(models, how):
     expected, target, draft, _ = models
-    kwargs = {"random 1-layer draft": {"assistant_model": draft, "num_assistant_tokens": 4},
-              "target as its own draft": {"assistant_model": target, "num_assistant_tokens": 3},
-              "prompt lookup": {"prompt_lookup_num_tokens": 4}}[how]
+    kwargs = {
+        "random 1-layer draft": {"assistant_model": draft, "num_assistant_tokens": 4},
+        "target as its own draft": {"assistant_model": target, "num_assistant_tokens": 3},
+        "prompt lookup": {"prompt_lookup_num_tokens": 4},
+    }[how]
     got = np.array(target.generate(mx.array([PROMPT]), max_new_tokens=NEW, eos_token_id=[], **kwargs))
     assert got[0].tolist() == expected
 
@@ -60,11 +63,15 @@ def test_acceptance_counts(models):
     _, target, draft, _ = models
     chooser = TokenChooser(SamplingParams())
     runs = {}
-    for name, kw in {"self": {"draft_model": target}, "lookup": {"prompt_lookup": 4},
-                     "random": {"draft_model": draft}}.items():
+    for name, kw in {
+        "self": {"draft_model": target},
+        "lookup": {"prompt_lookup": 4},
+        "random": {"draft_model": draft},
+    }.items():
         counts = SpeculativeStats()
-        steps = list(speculative_steps(target, target.make_cache(), PROMPT, chooser, NEW, num_draft_tokens=4,
-                                       stats=counts, **kw))
+        steps = list(
+            speculative_steps(target, target.make_cache(), PROMPT, chooser, NEW, num_draft_tokens=4, stats=counts, **kw)
+        )
         assert len(steps) == NEW
         assert sum(s.from_draft[0] for s in steps) == counts.accepted
         runs[name] = counts
@@ -77,8 +84,11 @@ def test_acceptance_counts(models):
 def test_stream_generate_with_a_draft_equals_transformers(models):
     expected, target, draft, tok = models
     texts = {}
-    for name, kw in {"draft": {"draft_model": draft, "num_draft_tokens": 2}, "lookup": {"prompt_lookup": 3},
-                     "plain": {}}.items():
+    for name, kw in {
+        "draft": {"draft_model": draft, "num_draft_tokens": 2},
+        "lookup": {"prompt_lookup": 3},
+        "plain": {},
+    }.items():
         out = list(stream_generate(target, tok, PROMPT, 25, eos_token_id=[], **kw))
         assert [r.token for r in out] == expected[len(PROMPT) : len(PROMPT) + 25]
         texts[name] = "".join(r.text for r in out)
@@ -126,7 +136,8 @@ def test_sampled_speculative_tokens_follow_the_target(tmp_path):
         hf.lm_head.weight.mul_(0.15)  # undo most of the helper's sharpening: a spread-out distribution
     hf.save_pretrained(tmp_path / "t")
     hf_tiny_model(vocab, seed=4, num_hidden_layers=1, hidden_size=32, intermediate_size=48).save_pretrained(
-        tmp_path / "d")
+        tmp_path / "d"
+    )
     target = LlamaForCausalLM.from_pretrained(tmp_path / "t", dtype="float32")
     draft = LlamaForCausalLM.from_pretrained(tmp_path / "d", dtype="float32")
     with torch.no_grad():
@@ -136,8 +147,16 @@ def test_sampled_speculative_tokens_follow_the_target(tmp_path):
     params = SamplingParams(do_sample=True, top_k=None)
     firsts, seconds = [], []
     for seed in range(runs):
-        steps = speculative_steps(target, target.make_cache(), prompt, TokenChooser(params, seed), 2,
-                                  draft_model=draft, num_draft_tokens=2, seed=seed)
+        steps = speculative_steps(
+            target,
+            target.make_cache(),
+            prompt,
+            TokenChooser(params, seed),
+            2,
+            draft_model=draft,
+            num_draft_tokens=2,
+            seed=seed,
+        )
         tokens = [s.tokens[0] for s in steps]
         firsts.append(tokens[0])
         seconds.append(tokens[1])
@@ -154,5 +173,14 @@ def test_bad_speculative_inputs(models, tmp_path):
     with pytest.raises(ConfigError, match="vocab_size is 50"):
         target.generate(mx.array([PROMPT]), max_new_tokens=3, assistant_model=other)
     with pytest.raises(ConfigError, match="not both"):
-        list(speculative_steps(target, target.make_cache(), PROMPT, TokenChooser(SamplingParams()), 3,
-                               draft_model=draft, prompt_lookup=2))
+        list(
+            speculative_steps(
+                target,
+                target.make_cache(),
+                PROMPT,
+                TokenChooser(SamplingParams()),
+                3,
+                draft_model=draft,
+                prompt_lookup=2,
+            )
+        )

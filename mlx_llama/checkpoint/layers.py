@@ -21,8 +21,11 @@ def check_layer_count(names: Iterable[str], num_hidden_layers: int, where: str) 
     found = layer_indices(names)
     if found != set(range(num_hidden_layers)):
         missing = sorted(set(range(min(num_hidden_layers, max(found, default=-1) + 2))) - found)
-        detail = f"layer {missing[0]} is missing" if missing and missing[0] < num_hidden_layers else (
-            f"there are layers up to {max(found)}" if found else "there are none")
+        detail = (
+            f"layer {missing[0]} is missing"
+            if missing and missing[0] < num_hidden_layers
+            else (f"there are layers up to {max(found)}" if found else "there are none")
+        )
         raise CheckpointError(
             f"{where}: num_hidden_layers is {num_hidden_layers}, but the weights hold {len(found)} layers ({detail})"
         )

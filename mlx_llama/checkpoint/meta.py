@@ -72,8 +72,9 @@ def intermediate_size(dim: int, multiple_of: int = 256, ffn_dim_multiplier: floa
 _LIMIT = 1 << 20  # no LLaMA dimension, head or layer count comes near this
 
 
-def _number(params: dict, key: str, path: Path, *, integer: bool, required: bool = True, default=None,
-            positive: bool = True):
+def _number(
+    params: dict, key: str, path: Path, *, integer: bool, required: bool = True, default=None, positive: bool = True
+):
     """params[key] checked: an int (or any finite number), positive unless told otherwise, within _LIMIT."""
     if key not in params or params[key] is None:
         if required:
@@ -244,37 +245,49 @@ class MetaCheckpoint:
         """The merged shapes of the weights agree with params.json, and there are exactly n_layers layers."""
         dim, n_layers = self.params["dim"], self.params["n_layers"]
         shapes = {s.name: s.shape for s in self._specs}
-        expected = {"model.embed_tokens.weight": (None, dim), "model.norm.weight": (dim,),
-                    "lm_head.weight": (None, dim)}
+        expected = {
+            "model.embed_tokens.weight": (None, dim),
+            "model.norm.weight": (dim,),
+            "lm_head.weight": (None, dim),
+        }
         for i in range(n_layers):
             p = f"model.layers.{i}."
-            expected.update({
-                p + "self_attn.q_proj.weight": (dim, dim), p + "self_attn.k_proj.weight": (n_kv * head_dim, dim),
-                p + "self_attn.v_proj.weight": (n_kv * head_dim, dim), p + "self_attn.o_proj.weight": (dim, dim),
-                p + "mlp.gate_proj.weight": (ffn, dim), p + "mlp.up_proj.weight": (ffn, dim),
-                p + "mlp.down_proj.weight": (dim, ffn), p + "input_layernorm.weight": (dim,),
-                p + "post_attention_layernorm.weight": (dim,),
-            })
+            expected.update(
+                {
+                    p + "self_attn.q_proj.weight": (dim, dim),
+                    p + "self_attn.k_proj.weight": (n_kv * head_dim, dim),
+                    p + "self_attn.v_proj.weight": (n_kv * head_dim, dim),
+                    p + "self_attn.o_proj.weight": (dim, dim),
+                    p + "mlp.gate_proj.weight": (ffn, dim),
+                    p + "mlp.up_proj.weight": (ffn, dim),
+                    p + "mlp.down_proj.weight": (dim, ffn),
+                    p + "input_layernorm.weight": (dim,),
+                    p + "post_attention_layernorm.weight": (dim,),
+                }
+            )
         extra = sorted(set(shapes) - set(expected))
         if extra:
-            raise CheckpointError(f"{self.shard_paths[0]}: {extra[0]} is not expected with n_layers {n_layers} "
-                                  "in params.json")
+            raise CheckpointError(
+                f"{self.shard_paths[0]}: {extra[0]} is not expected with n_layers {n_layers} in params.json"
+            )
         for name, want in expected.items():
             got = shapes.get(name)
             if got is None:
                 raise CheckpointError(f"{self.shard_paths[0]}: {name} is missing (params.json has n_layers {n_layers})")
             if len(got) != len(want) or any(w not in (None, g) for w, g in zip(want, got)):
                 implied = ["vocab" if w is None else w for w in want]
-                raise CheckpointError(f"{self.shard_paths[0]}: {name} has merged shape {list(got)}, params.json "
-                                      f"implies {implied}")
+                raise CheckpointError(
+                    f"{self.shard_paths[0]}: {name} has merged shape {list(got)}, params.json implies {implied}"
+                )
 
     def _vocab(self) -> tuple[int, int, int]:
         """(vocab_size, bos id, eos id): params.json, the tokenizer and the embedding rows must agree."""
         shapes = {s.name: s.shape for s in self._specs}
         rows = shapes["model.embed_tokens.weight"][0]
         if shapes["lm_head.weight"][0] != rows:
-            raise CheckpointError(f"{self.shard_paths[0]}: output.weight has {shapes['lm_head.weight'][0]} rows, "
-                                  f"the embedding {rows}")
+            raise CheckpointError(
+                f"{self.shard_paths[0]}: output.weight has {shapes['lm_head.weight'][0]} rows, the embedding {rows}"
+            )
         vocab, bos, eos = self.params.get("vocab_size", -1), 1, 2
         if self.is_llama3:
             vocab = self._llama3_vocab(vocab, rows)
@@ -286,8 +299,9 @@ class MetaCheckpoint:
         if vocab <= 0:
             vocab = rows
         if vocab != rows:
-            raise CheckpointError(f"{self.directory / 'params.json'}: vocab_size {vocab} but the embedding has "
-                                  f"{rows} rows")
+            raise CheckpointError(
+                f"{self.directory / 'params.json'}: vocab_size {vocab} but the embedding has {rows} rows"
+            )
         return vocab, bos, eos
 
     def _derive_config(self) -> dict:
@@ -301,13 +315,29 @@ class MetaCheckpoint:
         # CodeLlama (rope_theta 1e6) was trained to 16384 positions.
         max_pos = 16384 if rope_theta > 10000 else CONTEXT_LENGTH.get(self.version, 0)
         config = {
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-            "hidden_size": p["dim"], "intermediate_size": ffn, "num_attention_heads": n_heads,
-            "num_key_value_heads": n_kv, "num_hidden_layers": p["n_layers"], "head_dim": head_dim,
-            "vocab_size": vocab, "max_position_embeddings": max_pos, "rms_norm_eps": float(p["norm_eps"]),
-            "rope_theta": rope_theta, "rope_scaling": None, "hidden_act": "silu", "attention_bias": False,
-            "mlp_bias": False, "attention_dropout": 0.0, "initializer_range": 0.02, "pretraining_tp": 1,
-            "tie_word_embeddings": False, "use_cache": True, "bos_token_id": bos, "eos_token_id": eos,
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": p["dim"],
+            "intermediate_size": ffn,
+            "num_attention_heads": n_heads,
+            "num_key_value_heads": n_kv,
+            "num_hidden_layers": p["n_layers"],
+            "head_dim": head_dim,
+            "vocab_size": vocab,
+            "max_position_embeddings": max_pos,
+            "rms_norm_eps": float(p["norm_eps"]),
+            "rope_theta": rope_theta,
+            "rope_scaling": None,
+            "hidden_act": "silu",
+            "attention_bias": False,
+            "mlp_bias": False,
+            "attention_dropout": 0.0,
+            "initializer_range": 0.02,
+            "pretraining_tp": 1,
+            "tie_word_embeddings": False,
+            "use_cache": True,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
         }
         if self.is_llama3:
             config.update(llama3.config_updates(self.version, p, self.instruct, n_base=vocab - llama3.NUM_SPECIAL))

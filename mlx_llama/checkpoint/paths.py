@@ -31,4 +31,3 @@ def inside(directory: str | Path, name: object, what: str) -> Path:
         if not any(real == root or root in real.parents for root in _allowed_roots(directory)):
             raise CheckpointError(f"{what}: {name} is a link to {real}, outside {directory}; refusing it")
     return path
-

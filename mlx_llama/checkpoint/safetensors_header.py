@@ -81,9 +81,7 @@ def read_safetensors_header(path: str | Path) -> dict[str, LazyTensor]:
     path = Path(path)
     header, n, size = _parse(path)
     metadata = header.pop("__metadata__", None)
-    if metadata is not None and not (
-        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
-    ):
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
         raise CheckpointError(f"{path}: __metadata__ must be an object of strings")
     entries = sorted((_entry(path, name, info) + (name,) for name, info in header.items()), key=lambda e: e[2:4])
     buffer = size - 8 - n

@@ -19,12 +19,29 @@ from .paths import inside
 from .safetensors_header import read_safetensors_header
 from .shards import INDEX_FILE, SINGLE_FILE, plan_shards, shard_names
 
-__all__ = ["DEFAULT_MAX_SHARD_SIZE", "INDEX_FILE", "SINGLE_FILE", "checkpoint_files", "load_safetensors",
-           "parse_size", "read_safetensors_header", "save_safetensors"]
+__all__ = [
+    "DEFAULT_MAX_SHARD_SIZE",
+    "INDEX_FILE",
+    "SINGLE_FILE",
+    "checkpoint_files",
+    "load_safetensors",
+    "parse_size",
+    "read_safetensors_header",
+    "save_safetensors",
+]
 
 DEFAULT_MAX_SHARD_SIZE = 5 * 10**9
-_UNITS = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9,
-          "TB": 10**12, "B": 1}
+_UNITS = {
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "B": 1,
+}
 
 
 def parse_size(size: int | str) -> int:
@@ -79,8 +96,12 @@ def load_safetensors(path: str | Path) -> dict[str, mx.array]:
     return weights
 
 
-def save_safetensors(path: str | Path, weights: dict[str, mx.array], max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
-                     metadata: dict[str, str] | None = None) -> list[str]:
+def save_safetensors(
+    path: str | Path,
+    weights: dict[str, mx.array],
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    metadata: dict[str, str] | None = None,
+) -> list[str]:
     """Write weights into `path` as one file or size-bounded shards plus an index; returns the file names."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

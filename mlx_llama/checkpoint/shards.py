@@ -70,8 +70,11 @@ class ShardWriter:
             offset = 0
             for e in (entries[i] for i in members):
                 e.shard, e.offset = s, offset
-                header[e.name] = {"dtype": BY_NAME[e.dtype].code, "shape": list(e.shape),
-                                  "data_offsets": [offset, offset + e.nbytes]}
+                header[e.name] = {
+                    "dtype": BY_NAME[e.dtype].code,
+                    "shape": list(e.shape),
+                    "data_offsets": [offset, offset + e.nbytes],
+                }
                 offset += e.nbytes
             blob = json.dumps(header, separators=(",", ":")).encode()
             blob += b" " * (-len(blob) % 8)

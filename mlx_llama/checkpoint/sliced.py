@@ -41,8 +41,10 @@ class SlicedReader:
         """[start, stop) of part `part` of `parts` equal parts of `axis`; an error naming the tensor if uneven."""
         shape = self.entry(name).shape
         if axis >= len(shape) or shape[axis] % parts:
-            raise CheckpointError(f"{self.files[name]}: tensor {name} of shape {list(shape)} cannot be split "
-                                  f"evenly along axis {axis} across {parts} ranks")
+            raise CheckpointError(
+                f"{self.files[name]}: tensor {name} of shape {list(shape)} cannot be split "
+                f"evenly along axis {axis} across {parts} ranks"
+            )
         step = shape[axis] // parts
         return part * step, (part + 1) * step
 
@@ -52,8 +54,10 @@ class SlicedReader:
         if axis is not None:
             stop = tensor.shape[axis] if stop is None else stop
             if not 0 <= start <= stop <= tensor.shape[axis]:
-                raise CheckpointError(f"{self.files[name]}: tensor {name}: slice [{start}:{stop}] of axis {axis} "
-                                      f"is outside its shape {list(tensor.shape)}")
+                raise CheckpointError(
+                    f"{self.files[name]}: tensor {name}: slice [{start}:{stop}] of axis {axis} "
+                    f"is outside its shape {list(tensor.shape)}"
+                )
             shape = (*tensor.shape[:axis], stop - start, *tensor.shape[axis + 1 :])
             offset = tensor.storage_offset + start * tensor.stride[axis]
             tensor = LazyTensor(tensor.storage, offset, shape, tensor.stride)

@@ -190,9 +190,7 @@ def _unpickle(path: Path, archive: zipfile.ZipFile):
     if f"{root}/byteorder" in names:
         raw = _read_member(path, archive, f"{root}/byteorder", 16).strip()
         if raw != b"little":
-            raise CheckpointError(
-                f"{path}: byteorder is {shorten(raw)}; only little-endian checkpoints are supported"
-            )
+            raise CheckpointError(f"{path}: byteorder is {shorten(raw)}; only little-endian checkpoints are supported")
     data = _read_member(path, archive, pickles[0], MAX_PICKLE_BYTES)
     _scan(path, data)
     return _RestrictedUnpickler(io.BytesIO(data), path, archive, root).load()
@@ -210,8 +208,21 @@ def load_torch_file(path: str | Path) -> dict[str, LazyTensor]:
             if str(exc).startswith(str(path)):
                 raise
             raise CheckpointError(f"{path}: {exc}") from None
-        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError, struct.error,
-                AttributeError, IndexError, KeyError, OverflowError, MemoryError, RecursionError, OSError) as exc:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            zipfile.BadZipFile,
+            ValueError,
+            TypeError,
+            struct.error,
+            AttributeError,
+            IndexError,
+            KeyError,
+            OverflowError,
+            MemoryError,
+            RecursionError,
+            OSError,
+        ) as exc:
             raise CheckpointError(f"{path}: corrupt pickle ({type(exc).__name__}: {shorten(str(exc), 120)})") from None
     tensors = _flatten(path, obj)
     if not tensors:

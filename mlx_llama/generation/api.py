@@ -127,8 +127,10 @@ def check_prompt_length(model, n: int, cached: int = 0) -> str | None:
     """A warning text when `cached + n` positions exceed the model's max_position_embeddings, else None."""
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if isinstance(limit, int) and cached + n > limit:
-        return (f"the prompt needs {cached + n} positions but the model was trained on {limit} "
-                "(max_position_embeddings); expect degraded output and quadratic time")
+        return (
+            f"the prompt needs {cached + n} positions but the model was trained on {limit} "
+            "(max_position_embeddings); expect degraded output and quadratic time"
+        )
     return None
 
 
@@ -183,28 +185,34 @@ def stream_generate(
     """
     cache_options = check_cache_options(cache_options, have_cache=cache is not None)
     params = SamplingParams.from_temperature(temperature, top_k, top_p, min_p, repetition_penalty)
-    ids = _encode_prompt(tokenizer, prompt, _vocab_size(model))
-    if not ids:
-        raise ConfigError("the prompt is empty: give at least one token (a string prompt gets a BOS token)")
-    too_long = check_prompt_length(model, len(ids), cache[0].offset if cache else 0)
-    if too_long:
-        warnings.warn(too_long, stacklevel=2)
-    eos = set(_eos_list(eos_token_id)) if eos_token_id is not None else stop_ids(model, tokenizer)
+    ids, eos = _prompt_ids(model, tokenizer, prompt, cache, eos_token_id)
     if cache is None:
         cache = model.make_cache(**cache_options)
     detok, stopper = _detokenizer(tokenizer), _StopStrings(stop or [])  # built before the clock starts
     mx.reset_peak_memory()
     clock = _Clock()
+    common = dict(prefill_step_size=prefill_step_size, progress=progress, on_prefill_done=clock.prefill_done)
     chooser = TokenChooser(params, seed)
     if draft_model is not None or prompt_lookup:
-        steps = speculative_steps(model, cache, ids, chooser, max_tokens, draft_model=draft_model,
-                                  num_draft_tokens=num_draft_tokens, prompt_lookup=prompt_lookup, seed=seed,
-                                  prefill_step_size=prefill_step_size, progress=progress,
-                                  on_prefill_done=clock.prefill_done, stats=speculative_stats)
+        speculative = dict(draft_model=draft_model, num_draft_tokens=num_draft_tokens, prompt_lookup=prompt_lookup)
+        steps = speculative_steps(
+            model, cache, ids, chooser, max_tokens, seed=seed, stats=speculative_stats, **speculative, **common
+        )
     else:
-        steps = decode(model, cache, mx.array([ids], dtype=mx.int32), chooser, max_tokens,
-                       prefill_step_size=prefill_step_size, progress=progress, on_prefill_done=clock.prefill_done)
+        steps = decode(model, cache, mx.array([ids], dtype=mx.int32), chooser, max_tokens, **common)
     yield from _responses(steps, len(ids), eos, detok, stopper, max_tokens, clock)
+
+
+def _prompt_ids(model, tokenizer, prompt, cache, eos_token_id) -> tuple[list[int], set[int]]:
+    """The prompt's ids (checked against the vocabulary, a warning past the context) and the stop ids."""
+    ids = _encode_prompt(tokenizer, prompt, _vocab_size(model))
+    if not ids:
+        raise ConfigError("the prompt is empty: give at least one token (a string prompt gets a BOS token)")
+    too_long = check_prompt_length(model, len(ids), cache[0].offset if cache else 0)
+    if too_long:
+        warnings.warn(too_long, stacklevel=3)
+    eos = set(_eos_list(eos_token_id)) if eos_token_id is not None else stop_ids(model, tokenizer)
+    return ids, eos
 
 
 class _Clock:
@@ -349,9 +357,19 @@ def warn_right_padding(mask: np.ndarray) -> None:
         )
 
 
-def decode_ids(model, ids: np.ndarray, mask: np.ndarray, chooser: TokenChooser, new_tokens: int,
-               eos: Sequence[int], pad_token_id: int, prefill_step_size: int = 512,
-               stop: StopStrings | None = None, streamer=None, cache: list | None = None) -> np.ndarray:
+def decode_ids(
+    model,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    chooser: TokenChooser,
+    new_tokens: int,
+    eos: Sequence[int],
+    pad_token_id: int,
+    prefill_step_size: int = 512,
+    stop: StopStrings | None = None,
+    streamer=None,
+    cache: list | None = None,
+) -> np.ndarray:
     """Run the decode loop over a (left-padded) batch; return prompt + new ids, finished rows padded.
 
     A row also finishes when a stop string ends in its newest token; `streamer` gets the prompt, then
@@ -364,9 +382,17 @@ def decode_ids(model, ids: np.ndarray, mask: np.ndarray, chooser: TokenChooser, 
     if streamer is not None:
         streamer.put(ids)
     cache = model.make_cache() if cache is None else cache
-    for step in decode(model, cache, mx.array(ids.astype(np.int32)), chooser, new_tokens,
-                       attention_mask=model_mask, eos_token_ids=eos, pad_token_id=pad_token_id,
-                       prefill_step_size=prefill_step_size):
+    for step in decode(
+        model,
+        cache,
+        mx.array(ids.astype(np.int32)),
+        chooser,
+        new_tokens,
+        attention_mask=model_mask,
+        eos_token_ids=eos,
+        pad_token_id=pad_token_id,
+        prefill_step_size=prefill_step_size,
+    ):
         tokens = np.where(done, pad_token_id, np.array(step.tokens, dtype=np.int64))
         running = np.array(step.running, dtype=bool) & ~done
         if stop is not None:
@@ -384,70 +410,149 @@ def decode_ids(model, ids: np.ndarray, mask: np.ndarray, chooser: TokenChooser, 
     return np.concatenate([ids, np.array(generated, dtype=np.int64).T.reshape(batch, -1)], axis=1)
 
 
-def _sample(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions, eos: list[int], pad: int,
-            new_tokens: int, extras: dict):
+def _sample(
+    model,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    options: GenerationOptions,
+    eos: list[int],
+    pad: int,
+    new_tokens: int,
+    extras: dict,
+):
     """Greedy or sampling; `extras` holds streamer, tokenizer, seed, prefill_step_size."""
     if options.num_return_sequences > 1:  # sampling several continuations per prompt: repeat the rows
         ids, mask = (np.repeat(a, options.num_return_sequences, axis=0) for a in (ids, mask))
-    params = SamplingParams(do_sample=options.do_sample, temperature=options.temperature, top_k=options.top_k,
-                            top_p=options.top_p, min_p=options.min_p,
-                            repetition_penalty=float(options.repetition_penalty))
+    params = SamplingParams(
+        do_sample=options.do_sample,
+        temperature=options.temperature,
+        top_k=options.top_k,
+        top_p=options.top_p,
+        min_p=options.min_p,
+        repetition_penalty=float(options.repetition_penalty),
+    )
     processors = history_processors(options, eos, ids.shape[1])
-    record = (options.return_dict_in_generate and options.output_scores,
-              options.return_dict_in_generate and options.output_logits)
+    record = (
+        options.return_dict_in_generate and options.output_scores,
+        options.return_dict_in_generate and options.output_logits,
+    )
     chooser = HistoryChooser(params, extras["seed"], ids, processors, *record)
-    cache = model.make_cache(**transformers_cache_options(options.cache_implementation, options.cache_config,
-                                                          not mask.all()))
+    cache = model.make_cache(
+        **transformers_cache_options(options.cache_implementation, options.cache_config, not mask.all())
+    )
     if extras["assistant_model"] is not None or options.prompt_lookup_num_tokens:
         return _assisted(model, ids, mask, chooser, new_tokens, eos, cache, options, extras)
     stop = StopStrings(options.stop_strings, extras["tokenizer"]) if options.stop_strings else None
-    out = decode_ids(model, ids, mask, chooser, new_tokens, eos, pad, extras["prefill_step_size"], stop,
-                     extras["streamer"], cache)
+    out = decode_ids(
+        model, ids, mask, chooser, new_tokens, eos, pad, extras["prefill_step_size"], stop, extras["streamer"], cache
+    )
     sequences = mx.array(out.astype(np.int32))
     if not options.return_dict_in_generate:
         return sequences
     steps = out.shape[1] - ids.shape[1]
-    return GenerateDecoderOnlyOutput(sequences, tuple(chooser.scores[:steps]) if record[0] else None,
-                                     tuple(chooser.logits[:steps]) if record[1] else None)
+    return GenerateDecoderOnlyOutput(
+        sequences,
+        tuple(chooser.scores[:steps]) if record[0] else None,
+        tuple(chooser.logits[:steps]) if record[1] else None,
+    )
 
 
-def _assisted(model, ids: np.ndarray, mask: np.ndarray, chooser: TokenChooser, new_tokens: int, eos: list[int],
-              cache: list, options: GenerationOptions, extras: dict) -> mx.array:
+def _assisted(
+    model,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    chooser: TokenChooser,
+    new_tokens: int,
+    eos: list[int],
+    cache: list,
+    options: GenerationOptions,
+    extras: dict,
+) -> mx.array:
     """Speculative decoding with `assistant_model` or prompt lookup (Transformers' assisted generation)."""
     if options.return_dict_in_generate or extras["streamer"] is not None or options.stop_strings:
-        raise ConfigError("assisted generation returns plain ids: no streamer, stop_strings or "
-                          "return_dict_in_generate")
-    return assisted_generate(model, ids, None if mask.all() else mask, cache, chooser, new_tokens,
-                             extras["assistant_model"], options.num_assistant_tokens, options.prompt_lookup_num_tokens,
-                             seed=extras["seed"], eos_token_ids=eos, prefill_step_size=extras["prefill_step_size"])
+        raise ConfigError("assisted generation returns plain ids: no streamer, stop_strings or return_dict_in_generate")
+    return assisted_generate(
+        model,
+        ids,
+        None if mask.all() else mask,
+        cache,
+        chooser,
+        new_tokens,
+        extras["assistant_model"],
+        options.num_assistant_tokens,
+        options.prompt_lookup_num_tokens,
+        seed=extras["seed"],
+        eos_token_ids=eos,
+        prefill_step_size=extras["prefill_step_size"],
+    )
 
 
-def _beam(model, ids: np.ndarray, mask: np.ndarray, options: GenerationOptions, eos: list[int], pad: int,
-          new_tokens: int, extras: dict):
+def _beam(
+    model,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    options: GenerationOptions,
+    eos: list[int],
+    pad: int,
+    new_tokens: int,
+    extras: dict,
+):
     """Beam search (Transformers' fill value for finished beams: the pad id unless it is 0, then eos)."""
     if extras["streamer"] is not None:
         raise ConfigError("streamer is not supported with beam search (num_beams > 1), as in Transformers")
     fill = (pad or eos[0]) if eos else -1
-    settings = BeamSettings(options.num_beams, new_tokens, eos, fill, options.length_penalty,
-                            options.early_stopping, options.num_return_sequences, options.repetition_penalty)
+    settings = BeamSettings(
+        options.num_beams,
+        new_tokens,
+        eos,
+        fill,
+        options.length_penalty,
+        options.early_stopping,
+        options.num_return_sequences,
+        options.repetition_penalty,
+    )
     stop = StopStrings(options.stop_strings, extras["tokenizer"]) if options.stop_strings else None
-    record = (options.return_dict_in_generate and options.output_scores,
-              options.return_dict_in_generate and options.output_logits)
-    result = beam_search(model, ids, mask, settings, history_processors(options, eos, ids.shape[1]),
-                         stop.hit if stop else None, extras["prefill_step_size"], record)
+    record = (
+        options.return_dict_in_generate and options.output_scores,
+        options.return_dict_in_generate and options.output_logits,
+    )
+    result = beam_search(
+        model,
+        ids,
+        mask,
+        settings,
+        history_processors(options, eos, ids.shape[1]),
+        stop.hit if stop else None,
+        extras["prefill_step_size"],
+        record,
+    )
     sequences = mx.array(result.sequences.astype(np.int32))
     if not options.return_dict_in_generate:
         return sequences
     as_mx = lambda arrays: tuple(mx.array(a) for a in arrays)  # noqa: E731
     return GenerateBeamDecoderOnlyOutput(
-        sequences, mx.array(result.sequences_scores) if record[0] else None,
-        as_mx(result.scores) if record[0] else None, as_mx(result.logits) if record[1] else None,
-        mx.array(result.beam_indices.astype(np.int32)))
+        sequences,
+        mx.array(result.sequences_scores) if record[0] else None,
+        as_mx(result.scores) if record[0] else None,
+        as_mx(result.logits) if record[1] else None,
+        mx.array(result.beam_indices.astype(np.int32)),
+    )
 
 
-def model_generate(model, input_ids=None, generation_config=None, *, attention_mask=None, inputs=None,
-                   streamer=None, tokenizer=None, seed: int | None = None, prefill_step_size: int = 512,
-                   assistant_model=None, **kwargs):
+def model_generate(
+    model,
+    input_ids=None,
+    generation_config=None,
+    *,
+    attention_mask=None,
+    inputs=None,
+    streamer=None,
+    tokenizer=None,
+    seed: int | None = None,
+    prefill_step_size: int = 512,
+    assistant_model=None,
+    **kwargs,
+):
     """Transformers' `generate` for a causal LM: [batch, prompt + new] ids, prompt included.
 
     Keyword arguments are GenerationConfig fields (see `GenerationOptions`; an unknown one is an error),
@@ -466,7 +571,12 @@ def model_generate(model, input_ids=None, generation_config=None, *, attention_m
     new_tokens = new_token_count(model.config, ids.shape[1], options.max_length, options.max_new_tokens)
     mask = infer_attention_mask(ids, attention_mask, pad_token_id, eos)
     warn_right_padding(mask)
-    extras = {"streamer": streamer, "tokenizer": tokenizer, "seed": seed, "prefill_step_size": prefill_step_size,
-              "assistant_model": assistant_model}
+    extras = {
+        "streamer": streamer,
+        "tokenizer": tokenizer,
+        "seed": seed,
+        "prefill_step_size": prefill_step_size,
+        "assistant_model": assistant_model,
+    }
     run = _beam if options.num_beams > 1 else _sample
     return run(model, ids, mask, options, eos, pad_token_id, new_tokens, extras)

@@ -64,8 +64,9 @@ class _Stepper:
         self.model, self.cache = model, model.make_cache()
         self.mask = None if mask.all() else mx.array(mask.astype(np.int32))
         positions = None if self.mask is None else padding_positions(self.mask)
-        self.logits = prefill(model, self.cache, mx.array(ids.astype(np.int32)), self.mask, positions,
-                              prefill_step_size)
+        self.logits = prefill(
+            model, self.cache, mx.array(ids.astype(np.int32)), self.mask, positions, prefill_step_size
+        )
         self.next_position = None if positions is None else positions[:, -1:] + 1
 
     def step(self, tokens: np.ndarray, order: np.ndarray) -> mx.array:
@@ -74,9 +75,14 @@ class _Stepper:
         if self.mask is not None:
             self.mask = mx.concatenate([self.mask, mx.ones((self.mask.shape[0], 1), self.mask.dtype)], axis=1)
             step_mask = self.mask.astype(mx.bool_)[:, None, None, :]
-        out = self.model(mx.array(tokens.astype(np.int32))[:, None], attention_mask=step_mask,
-                         position_ids=self.next_position, past_key_values=self.cache, use_cache=True,
-                         logits_to_keep=1)
+        out = self.model(
+            mx.array(tokens.astype(np.int32))[:, None],
+            attention_mask=step_mask,
+            position_ids=self.next_position,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         if self.next_position is not None:
             self.next_position = self.next_position + 1
         return out.logits[:, -1, :]
@@ -174,9 +180,16 @@ class _Beams:
         return seqs[:, : self.prompt_len + generated], self.finished_scores[:, :n].reshape(-1), origin[:, :generated]
 
 
-def beam_search(model, ids: np.ndarray, mask: np.ndarray, settings: BeamSettings,
-                processors: Sequence[ScoreHook] = (), stop_hit: Callable[[np.ndarray], bool] | None = None,
-                prefill_step_size: int = 512, record: tuple[bool, bool] = (False, False)) -> BeamResult:
+def beam_search(
+    model,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    settings: BeamSettings,
+    processors: Sequence[ScoreHook] = (),
+    stop_hit: Callable[[np.ndarray], bool] | None = None,
+    prefill_step_size: int = 512,
+    record: tuple[bool, bool] = (False, False),
+) -> BeamResult:
     """Beam search over a left-padded batch ([batch, T] ids and mask); `record` = (scores, logits)."""
     ids, mask = np.repeat(ids, settings.num_beams, axis=0), np.repeat(mask, settings.num_beams, axis=0)
     stepper, beams = _Stepper(model, ids, mask, prefill_step_size), _Beams(ids, settings)

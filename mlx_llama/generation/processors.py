@@ -102,8 +102,15 @@ class HistoryChooser(TokenChooser):
     Transformers' pad-filled rows, which only changes rows whose tokens are replaced by pads anyway.
     """
 
-    def __init__(self, params, seed: int | None, prompt: np.ndarray, processors: Sequence[HistoryProcessor] = (),
-                 record_scores: bool = False, record_logits: bool = False) -> None:
+    def __init__(
+        self,
+        params,
+        seed: int | None,
+        prompt: np.ndarray,
+        processors: Sequence[HistoryProcessor] = (),
+        record_scores: bool = False,
+        record_logits: bool = False,
+    ) -> None:
         super().__init__(params, seed)
         self.processors = list(processors)
         self.history = prompt.astype(np.int64)

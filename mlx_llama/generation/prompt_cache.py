@@ -42,8 +42,12 @@ def model_fingerprint(model) -> str:
 def save_prompt_cache(path: str | Path, model, cache: Sequence, tokens: Sequence[int], model_name: str = "") -> None:
     """Save `cache` (holding `tokens`) for `model`."""
     mx.eval([a for layer in cache for a in layer.state])
-    metadata = {"format": FORMAT, "model": model_name, "fingerprint": model_fingerprint(model),
-                "tokens": json.dumps([int(t) for t in tokens])}
+    metadata = {
+        "format": FORMAT,
+        "model": model_name,
+        "fingerprint": model_fingerprint(model),
+        "tokens": json.dumps([int(t) for t in tokens]),
+    }
     save_cache_file(path, list(cache), metadata)
 
 
@@ -53,9 +57,11 @@ def load_prompt_cache(path: str | Path, model) -> tuple[list, list[int]]:
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an mlx-llama prompt-cache file (format {metadata.get('format')!r})")
     if metadata.get("fingerprint") != model_fingerprint(model):
-        raise CheckpointError(f"{path}: this prompt cache was made with another model "
-                              f"({metadata.get('model') or 'unnamed'}); recreate it with `mlx-llama cache-prompt` "
-                              "for the model in use")
+        raise CheckpointError(
+            f"{path}: this prompt cache was made with another model "
+            f"({metadata.get('model') or 'unnamed'}); recreate it with `mlx-llama cache-prompt` "
+            "for the model in use"
+        )
     if len(cache) != len(model.layers):
         raise CheckpointError(f"{path}: {len(cache)} cached layers, the model has {len(model.layers)}")
     return cache, json.loads(metadata["tokens"])

@@ -151,11 +151,35 @@ def speculative_decode(model, *args, **kwargs) -> Iterator[Step]:
         yield from _speculative_decode(model, *args, **kwargs)
 
 
-def _speculative_decode(model, cache: Sequence, prompt: Sequence[int], chooser: TokenChooser, max_new_tokens: int,
-                       proposer, num_draft_tokens: int, *, eos_token_ids: Sequence[int] = (),
-                       seed: int | None = None, prefill_step_size: int = 512,
-                       progress: ProgressCallback | None = None, on_prefill_done: Callable[[], None] | None = None,
-                       stats: SpeculativeStats | None = None) -> Iterator[Step]:
+def _verify(processed: mx.array, drafts: mx.array, q: mx.array | None, do_sample: bool, rng) -> list[int]:
+    """The accepted drafts plus one token of the target's (one host sync): greedy agreement, or accept/reject."""
+    if do_sample:
+        p = mx.softmax(processed, axis=-1)
+        mx.eval(p, drafts, *([] if q is None else [q]))
+        return _accept_sampled(
+            np.array(p, np.float64), np.array(drafts), None if q is None else np.array(q, np.float64), rng
+        )
+    choice = mx.argmax(processed, axis=-1)
+    mx.eval(choice, drafts)
+    return _accept_greedy(np.array(choice), np.array(drafts))
+
+
+def _speculative_decode(
+    model,
+    cache: Sequence,
+    prompt: Sequence[int],
+    chooser: TokenChooser,
+    max_new_tokens: int,
+    proposer,
+    num_draft_tokens: int,
+    *,
+    eos_token_ids: Sequence[int] = (),
+    seed: int | None = None,
+    prefill_step_size: int = 512,
+    progress: ProgressCallback | None = None,
+    on_prefill_done: Callable[[], None] | None = None,
+    stats: SpeculativeStats | None = None,
+) -> Iterator[Step]:
     """Yield one Step per new token (batch 1), at most `max_new_tokens`; ends after an eos id."""
     if num_draft_tokens < 1:
         raise ConfigError(f"num_draft_tokens must be at least 1, got {num_draft_tokens}")
@@ -181,15 +205,7 @@ def _speculative_decode(model, cache: Sequence, prompt: Sequence[int], chooser: 
         feed = mx.concatenate([mx.array(seq[target_cached:], dtype=mx.int32), drafts])
         logits = model(feed[None], past_key_values=cache, use_cache=True, logits_to_keep=n + 1).logits[0]
         processed = chooser.process(logits, _row_seen(seq, drafts, vocab) if use_penalty else None)
-        if chooser.params.do_sample:
-            p = mx.softmax(processed, axis=-1)
-            mx.eval(p, drafts, *([] if q is None else [q]))
-            new = _accept_sampled(np.array(p, np.float64), np.array(drafts), None if q is None else
-                                  np.array(q, np.float64), rng)
-        else:
-            choice = mx.argmax(processed, axis=-1)
-            mx.eval(choice, drafts)
-            new = _accept_greedy(np.array(choice), np.array(drafts))
+        new = _verify(processed, drafts, q, chooser.params.do_sample, rng)
         n_acc = len(new) - 1
         _trim(cache, n - n_acc)
         proposer.accepted(len(seq), n_acc)
@@ -203,17 +219,29 @@ def _speculative_decode(model, cache: Sequence, prompt: Sequence[int], chooser: 
                 return
 
 
-def speculative_steps(model, cache: Sequence, prompt: Sequence[int], chooser: TokenChooser, max_new_tokens: int, *,
-                      draft_model=None, num_draft_tokens: int = 3, prompt_lookup: int | None = None,
-                      seed: int | None = None, **kwargs) -> Iterator[Step]:
+def speculative_steps(
+    model,
+    cache: Sequence,
+    prompt: Sequence[int],
+    chooser: TokenChooser,
+    max_new_tokens: int,
+    *,
+    draft_model=None,
+    num_draft_tokens: int = 3,
+    prompt_lookup: int | None = None,
+    seed: int | None = None,
+    **kwargs,
+) -> Iterator[Step]:
     """`speculative_decode` with the proposer the options ask for: a draft model or prompt lookup (k tokens)."""
     if draft_model is not None and prompt_lookup:
         raise ConfigError("give either a draft model or prompt lookup, not both")
     if draft_model is not None:
         ours, theirs = model.config.vocab_size, draft_model.config.vocab_size
         if ours != theirs:
-            raise ConfigError(f"the draft model's vocab_size is {theirs} but the model's is {ours}: "
-                              "speculative decoding needs the same vocabulary")
+            raise ConfigError(
+                f"the draft model's vocab_size is {theirs} but the model's is {ours}: "
+                "speculative decoding needs the same vocabulary"
+            )
         draft_seed = None if seed is None else seed + 1
         proposer, k = DraftModelProposer(draft_model, TokenChooser(chooser.params, draft_seed)), num_draft_tokens
     else:
@@ -221,14 +249,31 @@ def speculative_steps(model, cache: Sequence, prompt: Sequence[int], chooser: To
     return speculative_decode(model, cache, prompt, chooser, max_new_tokens, proposer, k, seed=seed, **kwargs)
 
 
-def assisted_generate(model, ids: np.ndarray, mask, cache: Sequence, chooser: TokenChooser, max_new_tokens: int,
-                      assistant_model, num_assistant_tokens: int, prompt_lookup_num_tokens: int | None,
-                      **kwargs) -> mx.array:
+def assisted_generate(
+    model,
+    ids: np.ndarray,
+    mask,
+    cache: Sequence,
+    chooser: TokenChooser,
+    max_new_tokens: int,
+    assistant_model,
+    num_assistant_tokens: int,
+    prompt_lookup_num_tokens: int | None,
+    **kwargs,
+) -> mx.array:
     """`model.generate(assistant_model=... | prompt_lookup_num_tokens=...)`: prompt + new ids, batch 1."""
     if ids.shape[0] != 1 or mask is not None:
         raise ConfigError("assisted (speculative) generation takes one unpadded prompt (batch size 1)")
-    steps = speculative_steps(model, cache, ids[0].tolist(), chooser, max_new_tokens, draft_model=assistant_model,
-                              num_draft_tokens=num_assistant_tokens, prompt_lookup=prompt_lookup_num_tokens,
-                              **kwargs)
+    steps = speculative_steps(
+        model,
+        cache,
+        ids[0].tolist(),
+        chooser,
+        max_new_tokens,
+        draft_model=assistant_model,
+        num_draft_tokens=num_assistant_tokens,
+        prompt_lookup=prompt_lookup_num_tokens,
+        **kwargs,
+    )
     new = [step.tokens[0] for step in steps]
     return mx.array(np.concatenate([ids, np.array([new], dtype=np.int64)], axis=1).astype(np.int32))

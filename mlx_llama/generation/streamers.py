@@ -61,8 +61,9 @@ class TextStreamer:
 class TextIteratorStreamer(TextStreamer):
     """Makes the text iterable, e.g. from another thread: `for piece in streamer: ...` until generation ends."""
 
-    def __init__(self, tokenizer, skip_prompt: bool = False, timeout: float | None = None,
-                 **decode_kwargs: Any) -> None:
+    def __init__(
+        self, tokenizer, skip_prompt: bool = False, timeout: float | None = None, **decode_kwargs: Any
+    ) -> None:
         super().__init__(tokenizer, skip_prompt, **decode_kwargs)
         self.text_queue: Queue = Queue()
         self.stop_signal = None
@@ -87,5 +88,11 @@ class TextIteratorStreamer(TextStreamer):
 def _is_cjk(char: str) -> bool:
     """CJK ideographs have no spaces between words: they are released as soon as they appear."""
     cp = ord(char)
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2CEAF
-            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+    return (
+        0x4E00 <= cp <= 0x9FFF
+        or 0x3400 <= cp <= 0x4DBF
+        or 0x20000 <= cp <= 0x2A6DF
+        or 0x2A700 <= cp <= 0x2CEAF
+        or 0xF900 <= cp <= 0xFAFF
+        or 0x2F800 <= cp <= 0x2FA1F
+    )

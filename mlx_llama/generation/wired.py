@@ -35,8 +35,11 @@ def wired_limit(model) -> Iterator[None]:
         return
     size = model_nbytes(model)
     if size > 0.9 * limit:
-        warnings.warn(f"the model needs {size / 2**30:.1f} GiB, close to or above the {limit / 2**30:.1f} GiB "
-                      "this Mac recommends keeping resident: generation may be slow (swapping)", stacklevel=3)
+        warnings.warn(
+            f"the model needs {size / 2**30:.1f} GiB, close to or above the {limit / 2**30:.1f} GiB "
+            "this Mac recommends keeping resident: generation may be slow (swapping)",
+            stacklevel=3,
+        )
     previous = mx.set_wired_limit(limit)
     try:
         yield

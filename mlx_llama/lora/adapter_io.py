@@ -62,7 +62,7 @@ def _our_name(key: str, model: nn.Module) -> str:
     prefix = getattr(model, "base_model_prefix", "model") or ""
     other = "transformer" if prefix == "model" else "model"
     if prefix and name.startswith(other + ".") and prefix in model:
-        name = prefix + name[len(other):]
+        name = prefix + name[len(other) :]
     return name
 
 
@@ -71,8 +71,9 @@ def read_adapter_weights(directory: str | Path, model: nn.Module) -> dict[str, m
     directory = Path(directory)
     file = directory if directory.is_file() else directory / ADAPTER_WEIGHTS
     if not file.is_file():
-        raise CheckpointError(f"{directory}: no {ADAPTER_WEIGHTS} (adapter_model.bin is not read; save with "
-                              "safe_serialization=True)")
+        raise CheckpointError(
+            f"{directory}: no {ADAPTER_WEIGHTS} (adapter_model.bin is not read; save with safe_serialization=True)"
+        )
     return {_our_name(k, model): v for k, v in load_safetensors(file).items()}
 
 
@@ -81,17 +82,22 @@ def load_adapter_weights(model: nn.Module, weights: dict[str, mx.array], source:
     expected = dict(tree_flatten(model.parameters()))
     unexpected = sorted(k for k in weights if k not in expected)
     if unexpected:
-        raise CheckpointError(f"{source}: tensor(s) {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}"
-                              f" match no parameter of the adapted {type(model).__name__} (wrong key names, "
-                              "target_modules or task head?)")
+        raise CheckpointError(
+            f"{source}: tensor(s) {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}"
+            f" match no parameter of the adapted {type(model).__name__} (wrong key names, "
+            "target_modules or task head?)"
+        )
     missing = sorted(k for k in expected if is_adapter_key(k) and k not in weights)
     if missing:
-        raise CheckpointError(f"{source}: missing adapter tensor(s) {', '.join(missing[:4])}"
-                              f"{' ...' if len(missing) > 4 else ''}")
+        raise CheckpointError(
+            f"{source}: missing adapter tensor(s) {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
+        )
     for key, value in weights.items():
         if value.shape != expected[key].shape:
-            raise CheckpointError(f"{source}: tensor {key} has shape {tuple(value.shape)}, expected "
-                                  f"{tuple(expected[key].shape)} (check r and the base model)")
+            raise CheckpointError(
+                f"{source}: tensor {key} has shape {tuple(value.shape)}, expected "
+                f"{tuple(expected[key].shape)} (check r and the base model)"
+            )
     model.load_weights([(k, v.astype(expected[k].dtype)) for k, v in weights.items()], strict=False)
     mx.eval(model.parameters())
 
@@ -136,8 +142,10 @@ def load_with_adapter(path: str | Path, adapter_path: str | Path, dtype: str | m
         base_labels = cls.config_class.from_pretrained(path).num_labels
         if score is not None and score.shape[0] != base_labels:  # names are not in the adapter (nor in PEFT's)
             n = score.shape[0]
-            overrides = {"id2label": {i: f"LABEL_{i}" for i in range(n)}, "label2id": {f"LABEL_{i}": i
-                                                                                      for i in range(n)}}
+            overrides = {
+                "id2label": {i: f"LABEL_{i}" for i in range(n)},
+                "label2id": {f"LABEL_{i}": i for i in range(n)},
+            }
     model = cls.from_pretrained(path, dtype=dtype, **overrides)
     load_adapter(model, adapter_path)
     return model

@@ -46,8 +46,10 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> list[str]:
         if matches_target(config, name, True, top in OUTPUT_HEADS):
             chosen.append((name, module))
     if not chosen:
-        raise ConfigError(f"target_modules {config.target_modules!r} match no Linear layer of {type(model).__name__}"
-                          " (LLaMA names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)")
+        raise ConfigError(
+            f"target_modules {config.target_modules!r} match no Linear layer of {type(model).__name__}"
+            " (LLaMA names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"
+        )
     cls = DoRALinear if config.use_dora else LoRALinear
     for name, module in chosen:
         r, alpha = config.rank_and_alpha(name)
@@ -89,8 +91,14 @@ def dequantize_model(model: nn.Module) -> None:
         if isinstance(module, nn.QuantizedLinear):
             set_submodule(model, name, _dense(base_weight(module), module.get("bias")))
         elif isinstance(module, nn.QuantizedEmbedding):
-            weight = mx.dequantize(module["weight"], module["scales"], module.get("biases"),
-                                   group_size=module.group_size, bits=module.bits, mode=module.mode)
+            weight = mx.dequantize(
+                module["weight"],
+                module["scales"],
+                module.get("biases"),
+                group_size=module.group_size,
+                bits=module.bits,
+                mode=module.mode,
+            )
             dense = nn.Embedding(*weight.shape)
             dense.weight = weight
             set_submodule(model, name, dense)

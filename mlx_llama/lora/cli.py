@@ -93,8 +93,10 @@ def _printer(args: argparse.Namespace):
         if "val_loss" in r:
             line = f"iter {r['iter']}: val loss {r['val_loss']:.4f}"
         else:
-            line = (f"iter {r['iter']}: train loss {r['train_loss']:.4f}, lr {r['learning_rate']:.3g}, "
-                    f"{r['tokens_per_s']:.1f} tokens/s, peak memory {r['peak_memory_gb']:.3f} GB")
+            line = (
+                f"iter {r['iter']}: train loss {r['train_loss']:.4f}, lr {r['learning_rate']:.3g}, "
+                f"{r['tokens_per_s']:.1f} tokens/s, peak memory {r['peak_memory_gb']:.3f} GB"
+            )
         if sys.stderr.isatty():
             print("\r\033[K", end="", file=sys.stderr)
         print(line, flush=True)
@@ -126,18 +128,45 @@ def run_lora(args: argparse.Namespace) -> None:
     model = head_class(path, TASK_INFO[args.task][1]).from_pretrained(path, **_label_overrides(args))
     tokenizer = load_tokenizer(path)
     targets = [t.strip() for t in args.target_modules.split(",") if t.strip()]
-    config = LoraConfig(r=args.rank, lora_alpha=args.alpha, target_modules="all-linear" if targets == ["all-linear"]
-                        else targets, lora_dropout=args.dropout, bias=args.bias, use_rslora=args.use_rslora,
-                        base_model_name_or_path=str(args.model) if args.model else None)
-    targs = TrainingArgs(iters=args.iters, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         optimizer=args.optimizer, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
-                         warmup=args.warmup, steps_per_report=args.steps_per_report,
-                         steps_per_eval=args.steps_per_eval, val_batches=args.val_batches,
-                         grad_checkpoint=args.grad_checkpoint, seed=args.seed)
-    finetune(model, tokenizer, args.data, args.adapter_path, config, targs, task=args.task,
-             fine_tune_type=args.fine_tune_type, mask_prompt=args.mask_prompt, max_seq_length=args.max_seq_length,
-             resume=args.resume_adapter_file, save_every=args.save_every, report=_printer(args),
-             on_step=_progress(args))
+    config = LoraConfig(
+        r=args.rank,
+        lora_alpha=args.alpha,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        lora_dropout=args.dropout,
+        bias=args.bias,
+        use_rslora=args.use_rslora,
+        base_model_name_or_path=str(args.model) if args.model else None,
+    )
+    targs = TrainingArgs(
+        iters=args.iters,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        lr_schedule=args.lr_schedule,
+        warmup=args.warmup,
+        steps_per_report=args.steps_per_report,
+        steps_per_eval=args.steps_per_eval,
+        val_batches=args.val_batches,
+        grad_checkpoint=args.grad_checkpoint,
+        seed=args.seed,
+    )
+    finetune(
+        model,
+        tokenizer,
+        args.data,
+        args.adapter_path,
+        config,
+        targs,
+        task=args.task,
+        fine_tune_type=args.fine_tune_type,
+        mask_prompt=args.mask_prompt,
+        max_seq_length=args.max_seq_length,
+        resume=args.resume_adapter_file,
+        save_every=args.save_every,
+        report=_printer(args),
+        on_step=_progress(args),
+    )
     if not args.quiet:
         print(f"adapter saved to {args.adapter_path}", file=sys.stderr)
 

@@ -25,9 +25,16 @@ TASK_TYPES = {
 # The heads PEFT adds to `modules_to_save` for each task type (trained and saved with the adapter).
 TASK_HEADS = {"SEQ_CLS": ["classifier", "score"], "TOKEN_CLS": ["classifier", "score"], "QUESTION_ANS": ["qa_outputs"]}
 # Options of PEFT's LoraConfig that change the computation and that we do not implement: refused, never ignored.
-UNSUPPORTED = {"layers_to_transform": None, "layer_replication": None, "fan_in_fan_out": False, "lora_bias": False,
-               "use_qalora": False, "target_parameters": None, "trainable_token_indices": None,
-               "alora_invocation_tokens": None}
+UNSUPPORTED = {
+    "layers_to_transform": None,
+    "layer_replication": None,
+    "fan_in_fan_out": False,
+    "lora_bias": False,
+    "use_qalora": False,
+    "target_parameters": None,
+    "trainable_token_indices": None,
+    "alora_invocation_tokens": None,
+}
 
 
 @dataclass
@@ -62,8 +69,10 @@ class LoraConfig:
 
     def rank_and_alpha(self, name: str) -> tuple[int, float]:
         """r and alpha for module `name`, honouring PEFT's rank_pattern / alpha_pattern (key matches a suffix)."""
-        return (_pattern_value(self.rank_pattern, name, self.r), _pattern_value(self.alpha_pattern, name,
-                                                                               self.lora_alpha))
+        return (
+            _pattern_value(self.rank_pattern, name, self.r),
+            _pattern_value(self.alpha_pattern, name, self.lora_alpha),
+        )
 
     def head_modules(self) -> list[str]:
         """Modules saved whole with the adapter: `modules_to_save` plus the task head PEFT adds for the task."""
@@ -72,10 +81,18 @@ class LoraConfig:
 
     def to_json_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["target_modules"] = sorted(self.target_modules) if isinstance(self.target_modules, list) else \
-            self.target_modules
-        d.update(peft_type="LORA", inference_mode=True, init_lora_weights=True, fan_in_fan_out=False,
-                 layers_to_transform=None, layers_pattern=None, revision=None)
+        d["target_modules"] = (
+            sorted(self.target_modules) if isinstance(self.target_modules, list) else self.target_modules
+        )
+        d.update(
+            peft_type="LORA",
+            inference_mode=True,
+            init_lora_weights=True,
+            fan_in_fan_out=False,
+            layers_to_transform=None,
+            layers_pattern=None,
+            revision=None,
+        )
         return d
 
     def save(self, directory: str | Path) -> None:

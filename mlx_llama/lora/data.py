@@ -80,8 +80,14 @@ def label_names(rows: list[dict[str, Any]], key: str = "label") -> list[str] | N
 class Encoder:
     """Turns rows into Examples for one task; errors name the file, line and field."""
 
-    def __init__(self, tokenizer: Any, task: str, mask_prompt: bool = False, max_seq_length: int = 2048,
-                 label2id: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        task: str,
+        mask_prompt: bool = False,
+        max_seq_length: int = 2048,
+        label2id: dict[str, int] | None = None,
+    ) -> None:
         if task not in TASKS:
             raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
         self.tok, self.task, self.mask_prompt = tokenizer, task, mask_prompt
@@ -156,7 +162,7 @@ class Encoder:
             answer, start = row["answers"]["text"][0], row["answers"]["answer_start"][0]
         else:
             answer, start = str(row["answer"]), context.find(str(row["answer"]))
-        if start < 0 or context[start:start + len(answer)] != answer:
+        if start < 0 or context[start : start + len(answer)] != answer:
             raise ValueError(f"answer {answer!r} is not in the context at {start}")
         head = self.tok.encode(question + "\n")
         body = self.tok.encode(context, add_special_tokens=False)
@@ -188,8 +194,9 @@ def batch_arrays(examples: list[Example], task: str, pad_id: int) -> tuple[dict[
     return batch, sum(len(e.input_ids) for e in examples)
 
 
-def iterate_batches(examples: list[Example], batch_size: int, task: str, pad_id: int, shuffle: bool = True,
-                    seed: int = 0) -> Iterator[tuple[dict[str, mx.array], int]]:
+def iterate_batches(
+    examples: list[Example], batch_size: int, task: str, pad_id: int, shuffle: bool = True, seed: int = 0
+) -> Iterator[tuple[dict[str, mx.array], int]]:
     """Endless batches (a reshuffle each epoch) when `shuffle`, else one pass in order."""
     if batch_size > len(examples) and shuffle:
         raise DataError(f"batch size {batch_size} is larger than the {len(examples)} training examples")
@@ -197,6 +204,6 @@ def iterate_batches(examples: list[Example], batch_size: int, task: str, pad_id:
     while True:
         order = rng.permutation(len(examples)) if shuffle else np.arange(len(examples))
         for start in range(0, len(order) - (batch_size - 1 if shuffle else 0), batch_size):
-            yield batch_arrays([examples[i] for i in order[start:start + batch_size]], task, pad_id)
+            yield batch_arrays([examples[i] for i in order[start : start + batch_size]], task, pad_id)
         if not shuffle:
             return

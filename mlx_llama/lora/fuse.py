@@ -17,8 +17,14 @@ from ..errors import MlxLlamaError
 from .adapter_io import load_with_adapter
 from .apply import fuse_lora
 
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "generation_config.json",
+)
 
 
 def stored_dtype(path: Path) -> mx.Dtype:
@@ -30,8 +36,13 @@ def stored_dtype(path: Path) -> mx.Dtype:
     return mx.float32
 
 
-def fuse(model_path: str | Path, adapter_path: str | Path, save_path: str | Path, dequantize: bool = False,
-         dtype: str | mx.Dtype | None = None) -> Path:
+def fuse(
+    model_path: str | Path,
+    adapter_path: str | Path,
+    save_path: str | Path,
+    dequantize: bool = False,
+    dtype: str | mx.Dtype | None = None,
+) -> Path:
     """Base + adapter -> `save_path` (config.json, safetensors, tokenizer files); returns the path."""
     from ..loading import resolve_model_path
 

@@ -16,8 +16,14 @@ import mlx.nn as nn
 def base_weight(layer: nn.Module) -> mx.array:
     """The dense [out, in] weight of a Linear, dequantizing a QuantizedLinear."""
     if isinstance(layer, nn.QuantizedLinear):
-        return mx.dequantize(layer["weight"], layer["scales"], layer.get("biases"), group_size=layer.group_size,
-                             bits=layer.bits, mode=layer.mode)
+        return mx.dequantize(
+            layer["weight"],
+            layer["scales"],
+            layer.get("biases"),
+            group_size=layer.group_size,
+            bits=layer.bits,
+            mode=layer.mode,
+        )
     return layer.weight
 
 
@@ -36,8 +42,9 @@ def lora_scaling(r: int, alpha: float, use_rslora: bool) -> float:
 class LoRALinear(nn.Module):
     """y = base(x) + scaling * B(A(dropout(x))). `lora_B` starts at zero, so a fresh wrapper changes nothing."""
 
-    def __init__(self, base_layer: nn.Module, r: int, alpha: float, dropout: float = 0.0,
-                 use_rslora: bool = False) -> None:
+    def __init__(
+        self, base_layer: nn.Module, r: int, alpha: float, dropout: float = 0.0, use_rslora: bool = False
+    ) -> None:
         super().__init__()
         out_features, in_features = linear_shape(base_layer)
         self.base_layer = base_layer
@@ -75,8 +82,9 @@ class DoRALinear(LoRALinear):
     PEFT do; m (`lora_magnitude_vector`) starts at ||W||, so a fresh wrapper changes nothing.
     """
 
-    def __init__(self, base_layer: nn.Module, r: int, alpha: float, dropout: float = 0.0,
-                 use_rslora: bool = False) -> None:
+    def __init__(
+        self, base_layer: nn.Module, r: int, alpha: float, dropout: float = 0.0, use_rslora: bool = False
+    ) -> None:
         super().__init__(base_layer, r, alpha, dropout, use_rslora)
         self.lora_magnitude_vector = self.weight_norm()
 

@@ -70,8 +70,9 @@ def enable_grad_checkpoint(model: nn.Module) -> None:
         cls = type(layer)
         if getattr(cls, "_checkpointed", False):
             continue
-        layer.__class__ = type("Checkpointed" + cls.__name__, (cls,), {"__call__": _checkpointed_call,
-                                                                         "_checkpointed": True})
+        layer.__class__ = type(
+            "Checkpointed" + cls.__name__, (cls,), {"__call__": _checkpointed_call, "_checkpointed": True}
+        )
 
 
 def _checkpointed_call(self: nn.Module, x: mx.array, *args: Any, **kwargs: Any):
@@ -94,8 +95,9 @@ def loss_of(model: nn.Module, batch: dict[str, mx.array]) -> mx.array:
     return model(**batch).loss
 
 
-def evaluate(model: nn.Module, examples: list[Example], batch_size: int, task: str, pad_id: int,
-             max_batches: int = -1) -> float:
+def evaluate(
+    model: nn.Module, examples: list[Example], batch_size: int, task: str, pad_id: int, max_batches: int = -1
+) -> float:
     """Mean loss over validation batches, weighted by real tokens (eval mode: no dropout)."""
     was_training = model.training
     model.eval()
@@ -109,16 +111,8 @@ def evaluate(model: nn.Module, examples: list[Example], batch_size: int, task: s
     return total / max(weight, 1)
 
 
-def train(model: nn.Module, train_set: list[Example], valid_set: list[Example] | None, args: TrainingArgs,
-          task: str, pad_id: int, report: Callable[[dict], None] | None = None,
-          on_checkpoint: Callable[[int], None] | None = None) -> list[dict]:
-    """Run `args.iters` steps on the trainable parameters; returns the reports (train and validation)."""
-    if not tree_flatten(model.trainable_parameters()):
-        raise MlxLlamaError("nothing to train: every parameter is frozen")
-    if args.grad_checkpoint:
-        enable_grad_checkpoint(model)
-    mx.random.seed(args.seed)
-    optimizer = make_optimizer(args)
+def _make_step(model: nn.Module, optimizer, compile_step: bool):
+    """One optimizer step on a batch (compiled when asked), and the state it updates (for `mx.eval`)."""
     loss_and_grad = nn.value_and_grad(model, loss_of)
     state = [model.state, optimizer.state, mx.random.state]
 
@@ -127,8 +121,40 @@ def train(model: nn.Module, train_set: list[Example], valid_set: list[Example] |
         optimizer.update(model, grads)
         return loss
 
-    if args.compile:
+    if compile_step:
         step = partial(mx.compile, inputs=state, outputs=state)(step)
+    return step, state
+
+
+def _train_report(it: int, losses: list[float], learning_rate: float, tokens: int, busy: float) -> dict:
+    return {
+        "iter": it,
+        "train_loss": sum(losses) / len(losses),
+        "learning_rate": learning_rate,
+        "tokens_per_s": tokens / busy,
+        "tokens": tokens,
+        "peak_memory_gb": mx.get_peak_memory() / 1e9,
+    }
+
+
+def train(
+    model: nn.Module,
+    train_set: list[Example],
+    valid_set: list[Example] | None,
+    args: TrainingArgs,
+    task: str,
+    pad_id: int,
+    report: Callable[[dict], None] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """Run `args.iters` steps on the trainable parameters; returns the reports (train and validation)."""
+    if not tree_flatten(model.trainable_parameters()):
+        raise MlxLlamaError("nothing to train: every parameter is frozen")
+    if args.grad_checkpoint:
+        enable_grad_checkpoint(model)
+    mx.random.seed(args.seed)
+    optimizer = make_optimizer(args)
+    step, state = _make_step(model, optimizer, args.compile)
     history: list[dict] = []
     emit = report or (lambda r: None)
 
@@ -152,8 +178,7 @@ def train(model: nn.Module, train_set: list[Example], valid_set: list[Example] |
         losses.append(loss.item())
         tokens += n_tokens
         if it % args.steps_per_report == 0 or it == args.iters:
-            r = {"iter": it, "train_loss": sum(losses) / len(losses), "learning_rate": float(optimizer.learning_rate),
-                 "tokens_per_s": tokens / busy, "tokens": tokens, "peak_memory_gb": mx.get_peak_memory() / 1e9}
+            r = _train_report(it, losses, float(optimizer.learning_rate), tokens, busy)
             history.append(r)
             emit(r)
             losses, tokens, busy = [], 0, 0.0

@@ -45,13 +45,15 @@ def load_data(data_dir: str | Path, encoder: Encoder) -> tuple[list[Example], li
     return encoder.encode_file(data_dir / "train.jsonl"), (encoder.encode_file(valid) if valid.is_file() else None)
 
 
-def prepare(model: nn.Module, config: LoraConfig, fine_tune_type: str, train_heads: list[str],
-            resume: str | Path | None = None) -> None:
+def prepare(
+    model: nn.Module, config: LoraConfig, fine_tune_type: str, train_heads: list[str], resume: str | Path | None = None
+) -> None:
     """Wrap and freeze for lora/dora (the new heads train too), or train every weight for 'full'."""
     if fine_tune_type == "full":
         if any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules()):
-            raise MlxLlamaError("--fine-tune-type full cannot train a quantized model; use lora/dora (QLoRA) or "
-                                "a float checkpoint")
+            raise MlxLlamaError(
+                "--fine-tune-type full cannot train a quantized model; use lora/dora (QLoRA) or a float checkpoint"
+            )
         model.unfreeze()
         return
     if fine_tune_type not in ("lora", "dora"):
@@ -63,19 +65,32 @@ def prepare(model: nn.Module, config: LoraConfig, fine_tune_type: str, train_hea
     mark_trainable(model, config, train_heads)
 
 
-def finetune(model: nn.Module, tokenizer: Any, data_dir: str | Path, adapter_path: str | Path, config: LoraConfig,
-             args: TrainingArgs, task: str = "causal-lm", fine_tune_type: str = "lora", mask_prompt: bool = False,
-             max_seq_length: int = 2048, train_heads: list[str] | None = None, resume: str | Path | None = None,
-             save_every: int = 0, report: Callable[[dict], None] | None = None,
-             on_step: Callable[[int], None] | None = None) -> list[dict]:
+def finetune(
+    model: nn.Module,
+    tokenizer: Any,
+    data_dir: str | Path,
+    adapter_path: str | Path,
+    config: LoraConfig,
+    args: TrainingArgs,
+    task: str = "causal-lm",
+    fine_tune_type: str = "lora",
+    mask_prompt: bool = False,
+    max_seq_length: int = 2048,
+    train_heads: list[str] | None = None,
+    resume: str | Path | None = None,
+    save_every: int = 0,
+    report: Callable[[dict], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> list[dict]:
     """Train `model` in place on data_dir's train.jsonl (validating on valid.jsonl) and save the adapter."""
     if task not in TASK_INFO:
         raise MlxLlamaError(f"unknown task {task!r}; expected one of {', '.join(TASK_INFO)}")
     peft_task, _, heads = TASK_INFO[task]
     config.task_type = peft_task
     train_heads = heads if train_heads is None else train_heads
-    label2id = getattr(model.config, "label2id", None) if task in ("sequence-classification",
-                                                                   "token-classification") else None
+    label2id = (
+        getattr(model.config, "label2id", None) if task in ("sequence-classification", "token-classification") else None
+    )
     encoder = Encoder(tokenizer, task, mask_prompt, max_seq_length, label2id)
     train_set, valid_set = load_data(data_dir, encoder)
     pad = pad_id_for(model, tokenizer, task)

@@ -21,10 +21,13 @@ def check_past_key_values(past_key_values: Any) -> None:
     if past_key_values is None:
         return
     legacy = isinstance(past_key_values, tuple) or (
-        isinstance(past_key_values, list) and past_key_values and isinstance(past_key_values[0], (tuple, list)))
+        isinstance(past_key_values, list) and past_key_values and isinstance(past_key_values[0], (tuple, list))
+    )
     if legacy or not all(hasattr(layer, "update_and_fetch") for layer in past_key_values):
-        raise ConfigError("past_key_values must be the cache list of model.make_cache() (or an output's "
-                          "past_key_values); Transformers' tuple-of-(key, value) caches are not supported")
+        raise ConfigError(
+            "past_key_values must be the cache list of model.make_cache() (or an output's "
+            "past_key_values); Transformers' tuple-of-(key, value) caches are not supported"
+        )
 
 
 def positions_from_cache_position(cache_position: Any, position_ids: Any, past: int, T: int) -> Any:
@@ -33,8 +36,10 @@ def positions_from_cache_position(cache_position: Any, position_ids: Any, past: 
         return position_ids
     cache_position = np.asarray(cache_position).reshape(-1)
     if not np.array_equal(cache_position, np.arange(past, past + T)):
-        raise ConfigError(f"cache_position {cache_position.tolist()} does not continue the cache: expected "
-                          f"arange({past}, {past + T}) (the cache holds {past} positions)")
+        raise ConfigError(
+            f"cache_position {cache_position.tolist()} does not continue the cache: expected "
+            f"arange({past}, {past + T}) (the cache holds {past} positions)"
+        )
     return position_ids
 
 
@@ -43,6 +48,6 @@ def logits_slice(h: mx.array, logits_to_keep: Any, num_logits_to_keep: Any) -> m
     if num_logits_to_keep is not None:  # the pre-4.50 name
         logits_to_keep = num_logits_to_keep
     if isinstance(logits_to_keep, (int, np.integer)):
-        return h[:, -int(logits_to_keep):] if logits_to_keep else h
+        return h[:, -int(logits_to_keep) :] if logits_to_keep else h
     index = mx.array(np.asarray(logits_to_keep).astype(np.int32).reshape(-1))
     return h[:, index]

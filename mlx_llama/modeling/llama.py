@@ -83,8 +83,14 @@ class LlamaAttention(nn.Module):
         self.attention_dropout = nn.Dropout(config.attention_dropout)
         self.dropout_p = config.attention_dropout
 
-    def __call__(self, x: mx.array, positions: Positions, mask: mx.array | str | None,
-                 cache: KVCache | None = None, output_attentions: bool = False) -> tuple[mx.array, mx.array | None]:
+    def __call__(
+        self,
+        x: mx.array,
+        positions: Positions,
+        mask: mx.array | str | None,
+        cache: KVCache | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[mx.array, mx.array | None]:
         B, T, _ = x.shape
         if "qkv_proj" in self:  # fused at load time (modeling/fused.py)
             n_q = self.num_heads * self.head_dim
@@ -151,8 +157,14 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def __call__(self, x: mx.array, positions: Positions, mask: mx.array | str | None,
-                 cache: KVCache | None = None, output_attentions: bool = False) -> tuple[mx.array, mx.array | None]:
+    def __call__(
+        self,
+        x: mx.array,
+        positions: Positions,
+        mask: mx.array | str | None,
+        cache: KVCache | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[mx.array, mx.array | None]:
         h, weights = self.self_attn(self.input_layernorm(x), positions, mask, cache, output_attentions)
         x = x + h
         return x + self.mlp(self.post_attention_layernorm(x)), weights
@@ -205,8 +217,9 @@ class LlamaModel(PreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = [self._make_layer(config, i) for i in range(config.num_hidden_layers)]
         self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta, config.max_position_embeddings,
-                                          config.rope_scaling, config.extra)
+        self.rotary_emb = RotaryEmbedding(
+            config.head_dim, config.rope_theta, config.max_position_embeddings, config.rope_scaling, config.extra
+        )
         self.post_init()
 
     def _make_layer(self, config: LlamaConfig, layer_idx: int) -> nn.Module:
@@ -220,10 +233,19 @@ class LlamaModel(PreTrainedModel):
             return mx.where(is_pad, mx.stop_gradient(weight), weight)[input_ids]
         return self.embed_tokens(input_ids)
 
-    def __call__(self, input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None,
-                 past_key_values: list[KVCache] | None = None, inputs_embeds: Any = None, use_cache: bool | None = None,
-                 output_attentions: bool = False, output_hidden_states: bool = False, cache_position: Any = None,
-                 return_dict: bool | None = None) -> BaseModelOutputWithPast:
+    def __call__(
+        self,
+        input_ids: Any = None,
+        attention_mask: Any = None,
+        position_ids: Any = None,
+        past_key_values: list[KVCache] | None = None,
+        inputs_embeds: Any = None,
+        use_cache: bool | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        cache_position: Any = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPast:
         """Run the decoder. A 2D `attention_mask` is a padding mask [B, past+T] (1 keep); a 4D one is additive."""
         check_past_key_values(past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
@@ -233,8 +255,9 @@ class LlamaModel(PreTrainedModel):
         else:
             h = as_array(inputs_embeds)
             if h.ndim != 3 or h.shape[-1] != self.config.hidden_size:
-                raise InputError(f"inputs_embeds must be [batch, length, {self.config.hidden_size}], got "
-                                 f"shape {list(h.shape)}")
+                raise InputError(
+                    f"inputs_embeds must be [batch, length, {self.config.hidden_size}], got shape {list(h.shape)}"
+                )
         h = self.after_embedding(h, from_ids=inputs_embeds is None)
         B, T = h.shape[:2]
         if use_cache is None:
@@ -257,12 +280,15 @@ class LlamaModel(PreTrainedModel):
         h = self.norm(h)
         if output_hidden_states:  # Transformers reports the final norm's output in place of the last layer's
             hidden_states[-1] = h
-        return finish(BaseModelOutputWithPast(
-            last_hidden_state=h,
-            past_key_values=past_key_values if use_cache else None,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-            attentions=tuple(attentions) if output_attentions else None,
-        ), return_dict)
+        return finish(
+            BaseModelOutputWithPast(
+                last_hidden_state=h,
+                past_key_values=past_key_values if use_cache else None,
+                hidden_states=tuple(hidden_states) if output_hidden_states else None,
+                attentions=tuple(attentions) if output_attentions else None,
+            ),
+            return_dict,
+        )
 
     def after_embedding(self, h: mx.array, from_ids: bool) -> mx.array:
         """Hook for variants that transform the embeddings (Open-Llama's stable embedding)."""
@@ -301,8 +327,10 @@ class LlamaModel(PreTrainedModel):
                     raise InputError(f"a 4D attention_mask must be [{B}, heads, {T}, {past + T}], got {list(shape)}")
                 return attention_mask if attention_mask.dtype == mx.bool_ else attention_mask.astype(dtype)
             if attention_mask.ndim != 2 or shape != (B, past + T):
-                raise InputError(f"attention_mask must be [batch, past + length] = [{B}, {past + T}] (or 4D), "
-                                 f"got shape {list(shape)}")
+                raise InputError(
+                    f"attention_mask must be [batch, past + length] = [{B}, {past + T}] (or 4D), "
+                    f"got shape {list(shape)}"
+                )
             if attention_mask.shape[1] < past + T or not mx.all(attention_mask[:, : past + T]).item():
                 return padding_causal_mask(attention_mask, T, past, dtype)
         return "causal" if T > 1 else None

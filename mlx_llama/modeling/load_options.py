@@ -18,7 +18,7 @@ UNSUPPORTED = {
     "load_in_4bit": "quantize once with `mlx-llama convert SRC OUT -q --q-bits 4` and load OUT",
     "load_in_8bit": "quantize once with `mlx-llama convert SRC OUT -q --q-bits 8` and load OUT",
     "quantization_config": "quantize with `mlx-llama convert SRC OUT -q` (bitsandbytes/GPTQ/AWQ configs do "
-                           "not apply to MLX); an MLX-quantized directory loads as it is",
+    "not apply to MLX); an MLX-quantized directory loads as it is",
     "max_memory": "MLX has no per-device memory map; drop max_memory",
     "offload_folder": "MLX memory-maps safetensors and needs no offloading; drop offload_folder",
 }
@@ -34,11 +34,15 @@ def pop_load_options(kwargs: dict[str, Any]) -> None:
         kwargs.pop(name, None)
     attn = kwargs.pop("attn_implementation", None)
     if attn is not None and attn not in ATTENTION:
-        raise ConfigError(f"attn_implementation={attn!r} is not available on MLX; use 'eager' or 'sdpa' (both run "
-                          "MLX's fused scaled_dot_product_attention with Transformers' eager masking)")
+        raise ConfigError(
+            f"attn_implementation={attn!r} is not available on MLX; use 'eager' or 'sdpa' (both run "
+            "MLX's fused scaled_dot_product_attention with Transformers' eager masking)"
+        )
     if kwargs.get("use_safetensors") is False:
-        raise ConfigError("use_safetensors=False: mlx-llama loads safetensors only; convert .bin/.pth checkpoints "
-                          "with `mlx-llama convert`")
+        raise ConfigError(
+            "use_safetensors=False: mlx-llama loads safetensors only; convert .bin/.pth checkpoints "
+            "with `mlx-llama convert`"
+        )
     for name in NO_EFFECT:
         kwargs.pop(name, None)
 

@@ -12,8 +12,9 @@ from .llama import as_array
 IGNORE_INDEX = -100
 
 
-def cross_entropy(logits: mx.array, targets: mx.array, ignore_index: int = IGNORE_INDEX,
-                  num_items_in_batch: int | None = None) -> mx.array:
+def cross_entropy(
+    logits: mx.array, targets: mx.array, ignore_index: int = IGNORE_INDEX, num_items_in_batch: int | None = None
+) -> mx.array:
     """Mean over non-ignored targets (NaN when all are ignored), or sum / num_items_in_batch."""
     targets = targets.astype(mx.int32)
     keep = targets != ignore_index
@@ -25,8 +26,9 @@ def cross_entropy(logits: mx.array, targets: mx.array, ignore_index: int = IGNOR
     return losses.sum() / keep.sum()
 
 
-def causal_lm_loss(logits: mx.array, labels: Any, ignore_index: int = IGNORE_INDEX,
-                   num_items_in_batch: int | None = None) -> mx.array:
+def causal_lm_loss(
+    logits: mx.array, labels: Any, ignore_index: int = IGNORE_INDEX, num_items_in_batch: int | None = None
+) -> mx.array:
     """Next-token loss: logits at t predict labels at t+1; computed in float32."""
     labels = as_array(labels, mx.int32)
     shift_logits = logits[:, :-1].astype(mx.float32).reshape(-1, logits.shape[-1])

@@ -56,8 +56,9 @@ class OpenLlamaModel(LlamaModel):
         super().__init__(config)
         if config.use_stable_embedding:
             self.embed_layer_norm = nn.LayerNorm(config.hidden_size, eps=1e-5)  # torch's default eps, with bias
-        self.rotary_emb = OpenLlamaRotaryEmbedding(config.head_dim, config.rope_theta, config.max_position_embeddings,
-                                                   config.rope_scaling, config.extra)
+        self.rotary_emb = OpenLlamaRotaryEmbedding(
+            config.head_dim, config.rope_theta, config.max_position_embeddings, config.rope_scaling, config.extra
+        )
 
     def _make_layer(self, config: OpenLlamaConfig, layer_idx: int) -> nn.Module:
         return LlamaDecoderLayer(config, layer_idx, mlp=OpenLlamaMLP(config))
@@ -82,8 +83,10 @@ class OpenLlamaModel(LlamaModel):
             if attention_mask.ndim == 4:
                 expected = (B, 1, T, past + T)
                 if tuple(attention_mask.shape) != expected:
-                    raise ValueError(f"Incorrect 4D attention_mask shape: {tuple(attention_mask.shape)}; "
-                                     f"expected: {expected} (1 = attend, 0 = masked)")
+                    raise ValueError(
+                        f"Incorrect 4D attention_mask shape: {tuple(attention_mask.shape)}; "
+                        f"expected: {expected} (1 = attend, 0 = masked)"
+                    )
                 keep = attention_mask if attention_mask.dtype == mx.bool_ else attention_mask == 1
                 return mx.where(keep, mx.array(0, dtype), mx.array(mx.finfo(dtype).min, dtype))
         return super().build_mask(attention_mask, B, T, past, dtype)

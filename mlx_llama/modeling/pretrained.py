@@ -97,9 +97,15 @@ class PreTrainedModel(nn.Module):
     # ---- loading -------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: str | mx.Dtype | None = None,
-                        config: LlamaConfig | None = None, *, torch_dtype: Any = None,
-                        **config_overrides: Any) -> PreTrainedModel:
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: str | mx.Dtype | None = None,
+        config: LlamaConfig | None = None,
+        *,
+        torch_dtype: Any = None,
+        **config_overrides: Any,
+    ) -> PreTrainedModel:
         """Load a Transformers (or our converted) directory: `config.json` + safetensors, sharded or not.
 
         `dtype=None` computes in float32 on the CPU backend (like Transformers; MLX's CPU half-precision
@@ -123,10 +129,13 @@ class PreTrainedModel(nn.Module):
         if config.quantization:
             q = config.quantization
             if not any(k.endswith(".scales") for k in weights):
-                raise CheckpointError(f"{path}: config.json has a `quantization` block, but no tensor has .scales; "
-                                      "the weights are not quantized")
-            quantize_model(model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in weights,
-                           cpu=is_cpu_backend())
+                raise CheckpointError(
+                    f"{path}: config.json has a `quantization` block, but no tensor has .scales; "
+                    "the weights are not quantized"
+                )
+            quantize_model(
+                model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in weights, cpu=is_cpu_backend()
+            )
         if requested == "auto":
             requested = auto_dtype(config, weights)
         target = model._compute_dtype(weights, requested)
@@ -147,8 +156,10 @@ class PreTrainedModel(nn.Module):
         float_bytes = sum(v.size for k, v in weights.items() if mx.issubdtype(v.dtype, mx.floating))
         total = _total_memory()
         if total and float_bytes * 4 > 0.75 * total:
-            print(f"[mlx-llama] keeping the stored dtype: float32 weights would need {float_bytes * 4 / 1e9:.1f} GB",
-                  file=sys.stderr)
+            print(
+                f"[mlx-llama] keeping the stored dtype: float32 weights would need {float_bytes * 4 / 1e9:.1f} GB",
+                file=sys.stderr,
+            )
             return None
         return mx.float32
 
@@ -163,7 +174,7 @@ class PreTrainedModel(nn.Module):
             prefix = "model"
         other = "transformer" if prefix == "model" else "model"
         if not any(k.startswith(prefix + ".") for k in weights) and any(k.startswith(other + ".") for k in weights):
-            weights = {(prefix + k[len(other):] if k.startswith(other + ".") else k): v for k, v in weights.items()}
+            weights = {(prefix + k[len(other) :] if k.startswith(other + ".") else k): v for k, v in weights.items()}
         if self.output_embedding_shared():
             weights.pop("lm_head.weight", None)
         own = {name.split(".")[0] for name, _ in tree_flatten(self.parameters())}
@@ -183,25 +194,37 @@ class PreTrainedModel(nn.Module):
         expected = dict(tree_flatten(self.parameters()))
         unexpected = sorted(set(weights) - set(expected))
         if unexpected:
-            raise CheckpointError(f"{source}: unexpected tensor(s) {', '.join(unexpected[:5])}"
-                                  f"{' ...' if len(unexpected) > 5 else ''} for {type(self).__name__}")
+            raise CheckpointError(
+                f"{source}: unexpected tensor(s) {', '.join(unexpected[:5])}"
+                f"{' ...' if len(unexpected) > 5 else ''} for {type(self).__name__}"
+            )
         missing = sorted(set(expected) - set(weights))
         head_missing = [k for k in missing if k.split(".")[0] in HEAD_NAMES]
         if len(head_missing) < len(missing):
             body = [k for k in missing if k not in head_missing]
-            raise CheckpointError(f"{source}: missing tensor(s) {', '.join(body[:5])}"
-                                  f"{' ...' if len(body) > 5 else ''} for {type(self).__name__}")
+            raise CheckpointError(
+                f"{source}: missing tensor(s) {', '.join(body[:5])}"
+                f"{' ...' if len(body) > 5 else ''} for {type(self).__name__}"
+            )
         if head_missing:
-            warnings.warn(f"{source}: {', '.join(head_missing)} not in the checkpoint; newly initialised "
-                          "(train the head before use)", stacklevel=3)
+            warnings.warn(
+                f"{source}: {', '.join(head_missing)} not in the checkpoint; newly initialised "
+                "(train the head before use)",
+                stacklevel=3,
+            )
         for key, value in weights.items():
             dtype = getattr(value, "dtype", None)
-            if (isinstance(dtype, mx.Dtype) and mx.issubdtype(expected[key].dtype, mx.floating)
-                    and not mx.issubdtype(dtype, mx.floating)):
+            if (
+                isinstance(dtype, mx.Dtype)
+                and mx.issubdtype(expected[key].dtype, mx.floating)
+                and not mx.issubdtype(dtype, mx.floating)
+            ):
                 raise CheckpointError(f"{source}: tensor {key} is {dtype_name(dtype)}, expected floating point")
             if value.shape != expected[key].shape:
-                raise CheckpointError(f"{source}: tensor {key} has shape {tuple(value.shape)}, "
-                                      f"expected {tuple(expected[key].shape)} from config.json")
+                raise CheckpointError(
+                    f"{source}: tensor {key} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(expected[key].shape)} from config.json"
+                )
 
     def get_input_embeddings(self) -> nn.Module:
         return self.base_model.embed_tokens
@@ -210,8 +233,9 @@ class PreTrainedModel(nn.Module):
         """`lm_head`, or None when there is none (a tied model's output is the input embedding)."""
         return self["lm_head"] if "lm_head" in self else None
 
-    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
-                                mean_resizing: bool = True) -> nn.Module:
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Module:
         """Transformers' resize (new rows at the old rows' mean); see `modeling/resize.py`."""
         from .resize import resize_token_embeddings
 

@@ -23,14 +23,21 @@ class CPUQuantizedLinear(nn.QuantizedLinear):
     def __call__(self, x: mx.array) -> mx.array:
         if x.size // x.shape[-1] < GEMM_MIN_ROWS:
             return super().__call__(x)
-        w = mx.dequantize(self["weight"], self["scales"], self.get("biases"), group_size=self.group_size,
-                          bits=self.bits, mode=self.mode)
+        w = mx.dequantize(
+            self["weight"],
+            self["scales"],
+            self.get("biases"),
+            group_size=self.group_size,
+            bits=self.bits,
+            mode=self.mode,
+        )
         y = x @ w.astype(x.dtype).T
         return y + self["bias"] if "bias" in self else y
 
 
-def quantize_model(model: nn.Module, group_size: int, bits: int, predicate: Callable[[str, nn.Module], bool],
-                   cpu: bool) -> None:
+def quantize_model(
+    model: nn.Module, group_size: int, bits: int, predicate: Callable[[str, nn.Module], bool], cpu: bool
+) -> None:
     """Swap the Linear/Embedding layers chosen by `predicate` for quantized ones, in place (as nn.quantize)."""
 
     def swap(path: str, module: nn.Module) -> nn.Module:

@@ -31,8 +31,9 @@ def _new_rows(old: np.ndarray, added: int, mean_resizing: bool, std: float, rng:
     return (mean + rng.standard_normal((added, old.shape[1])).astype(np.float32) @ factor.T).astype(np.float32)
 
 
-def resized_rows(weight: mx.array, new_num_tokens: int, mean_resizing: bool, std: float,
-                 seed: int | None = None) -> mx.array:
+def resized_rows(
+    weight: mx.array, new_num_tokens: int, mean_resizing: bool, std: float, seed: int | None = None
+) -> mx.array:
     """`weight` [old, dim] cut to or extended to [new_num_tokens, dim] (old rows kept as they are)."""
     old_num = weight.shape[0]
     if new_num_tokens <= old_num:
@@ -54,14 +55,21 @@ def target_size(current: int, new_num_tokens: int | None, pad_to_multiple_of: in
     return new_num_tokens
 
 
-def resize_token_embeddings(model, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
-                            mean_resizing: bool = True, seed: int | None = None) -> nn.Module:
+def resize_token_embeddings(
+    model,
+    new_num_tokens: int | None = None,
+    pad_to_multiple_of: int | None = None,
+    mean_resizing: bool = True,
+    seed: int | None = None,
+) -> nn.Module:
     """Resize the model's input embedding (and `lm_head`); update `config.vocab_size`; return the embedding."""
     base = model.base_model
     embed = base.embed_tokens
     if not isinstance(embed, nn.Embedding) or isinstance(embed, nn.QuantizedEmbedding):
-        raise ConfigError("resize_token_embeddings needs float embeddings: resize before quantizing "
-                          "(load the float checkpoint, resize, save, then `mlx-llama convert -q`)")
+        raise ConfigError(
+            "resize_token_embeddings needs float embeddings: resize before quantizing "
+            "(load the float checkpoint, resize, save, then `mlx-llama convert -q`)"
+        )
     new = target_size(embed.weight.shape[0], new_num_tokens, pad_to_multiple_of)
     if new is None or new == embed.weight.shape[0]:
         return embed
@@ -70,8 +78,9 @@ def resize_token_embeddings(model, new_num_tokens: int | None = None, pad_to_mul
     if "lm_head" in model:
         if isinstance(model.lm_head, nn.QuantizedLinear):
             raise ConfigError("resize_token_embeddings cannot resize a quantized lm_head; resize before quantizing")
-        model.lm_head.weight = resized_rows(model.lm_head.weight, new, mean_resizing, std,
-                                            None if seed is None else seed + 1)
+        model.lm_head.weight = resized_rows(
+            model.lm_head.weight, new, mean_resizing, std, None if seed is None else seed + 1
+        )
     model.config.vocab_size = new
     base.vocab_size = new
     mx.eval(model.parameters())

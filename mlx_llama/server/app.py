@@ -54,9 +54,12 @@ def _prepare(state: ServerState, kind: str, body: dict) -> tuple[protocol.Reques
     if not prompt:
         raise APIError("The prompt is empty (no tokens to start from).", param="prompt", code="invalid_value")
     if len(prompt) >= context:
-        raise APIError(f"This model's maximum context length is {context} tokens; the prompt has {len(prompt)} "
-                       "tokens, which leaves no room for a completion.",
-                       param="messages" if kind == "chat" else "prompt", code="context_length_exceeded")
+        raise APIError(
+            f"This model's maximum context length is {context} tokens; the prompt has {len(prompt)} "
+            "tokens, which leaves no room for a completion.",
+            param="messages" if kind == "chat" else "prompt",
+            code="context_length_exceeded",
+        )
     room = context - len(prompt)
     max_tokens = room if request.max_tokens is None else min(request.max_tokens, room)
     loop = asyncio.get_running_loop()
@@ -101,8 +104,11 @@ def _endpoint(kind: str):
         builder = ResponseBuilder(kind, state.model_id, request, state.tokenizer, len(job.prompt))
         state.scheduler.submit(job)
         if request.stream:
-            return StreamingResponse(_stream(events, http, job, builder), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                _stream(events, http, job, builder),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         poll: dict = {}
         while True:
             event = await _next_event(events, http, job, poll)
@@ -171,8 +177,11 @@ class APIKeyMiddleware:
             headers = dict(scope.get("headers") or [])
             given = headers.get(b"authorization", b"").decode("latin-1")
             if not secrets.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
-                error = APIError("Incorrect or missing API key; send 'Authorization: Bearer <key>'.",
-                                 code="invalid_api_key", status=401)
+                error = APIError(
+                    "Incorrect or missing API key; send 'Authorization: Bearer <key>'.",
+                    code="invalid_api_key",
+                    status=401,
+                )
                 await _error(error)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -187,8 +196,14 @@ def create_app(state: ServerState, cors_origins: list[str] | None = None) -> Sta
     ]
     middleware = []
     if cors_origins:
-        middleware.append(Middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
-                                     allow_headers=["Authorization", "Content-Type"]))
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+            )
+        )
     middleware.append(Middleware(APIKeyMiddleware, api_key=state.api_key))
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _http_error})
     app.state.server = state

@@ -33,9 +33,7 @@ class BatchLayerCache:
             grow = ((new + STEP - 1) // STEP) * STEP
             self.keys = mx.concatenate([self.keys[..., :prev, :], mx.zeros((b, h, grow, dk), keys.dtype)], axis=2)
             dv = self.values.shape[3]
-            self.values = mx.concatenate(
-                [self.values[..., :prev, :], mx.zeros((b, h, grow, dv), values.dtype)], axis=2
-            )
+            self.values = mx.concatenate([self.values[..., :prev, :], mx.zeros((b, h, grow, dv), values.dtype)], axis=2)
         self.offset += new
         self.keys[..., prev : self.offset, :] = keys
         self.values[..., prev : self.offset, :] = values

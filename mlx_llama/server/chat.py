@@ -29,8 +29,9 @@ def render_chat_prompt(tokenizer, messages: Sequence[dict]) -> tuple[list[int], 
     try:  # ids as Transformers makes them: a template writes its own special tokens, the plain format gets a bos
         ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
     except (MlxLlamaError, ValueError, jinja2.TemplateError) as e:  # e.g. roles the template does not allow
-        raise APIError(f"messages cannot be rendered with the model's chat template: {e}", param="messages",
-                       code="invalid_value") from None
+        raise APIError(
+            f"messages cannot be rendered with the model's chat template: {e}", param="messages", code="invalid_value"
+        ) from None
     stops = [] if getattr(tokenizer, "has_chat_template", False) else PLAIN_CHAT_STOPS
     return [int(i) for i in ids], stops
 

@@ -356,8 +356,11 @@ def _min_value(node: dict) -> str:
 def _object_rest(node: dict, used: frozenset, first: bool) -> str:
     """The required keys still missing, each with its shortest value (without the closing brace)."""
     props = node["props"] or {}
-    parts = [json.dumps(k, ensure_ascii=False) + ":" + _min_value(props[k]) for k in props
-             if k in node["required"] and k not in used]
+    parts = [
+        json.dumps(k, ensure_ascii=False) + ":" + _min_value(props[k])
+        for k in props
+        if k in node["required"] and k not in used
+    ]
     return ("" if first else ",") * bool(parts) + ",".join(parts)
 
 
@@ -369,7 +372,7 @@ def _frame_close(frame, key_hint) -> tuple[str, str | None]:
         return ('"' if mode == 0 else 'n"' if mode == 1 else "0" * (mode - 1) + '"'), None
     if kind == "lit":
         shortest = min(frame[1], key=len)
-        return shortest[frame[2]:], shortest
+        return shortest[frame[2] :], shortest
     if kind == "num":
         return ("" if frame[2] in _NUM_COMPLETE else "0"), None
     if kind == "arr":
@@ -383,8 +386,11 @@ def _frame_close(frame, key_hint) -> tuple[str, str | None]:
         key = json.loads(key_hint) if key_hint and props is not None else None
     value_node = ANY if props is None or key is None else props[key]
     used_after = used | {key} if key is not None else used
-    head = {"key": ":" + _min_value(value_node), "colon": ":" + _min_value(value_node),
-            "value_start": _min_value(value_node)}.get(phase, "")
+    head = {
+        "key": ":" + _min_value(value_node),
+        "colon": ":" + _min_value(value_node),
+        "value_start": _min_value(value_node),
+    }.get(phase, "")
     if phase == "need_key":
         missing = [k for k in (props or {}) if k not in used and k in node["required"]]
         name = missing[0] if missing else next((k for k in (props or {}) if k not in used), "")

@@ -19,9 +19,24 @@ MAX_STOPS = 4
 MAX_TOP_LOGPROBS = 20
 
 COMMON_FIELDS = {
-    "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed", "n", "logit_bias",
-    "presence_penalty", "frequency_penalty", "repetition_penalty", "stream", "stream_options", "user",
-    "response_format", "logprobs",
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "stop",
+    "seed",
+    "n",
+    "logit_bias",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "stream",
+    "stream_options",
+    "user",
+    "response_format",
+    "logprobs",
 }
 CHAT_FIELDS = COMMON_FIELDS | {"messages", "max_completion_tokens", "top_logprobs"}
 COMPLETION_FIELDS = COMMON_FIELDS | {"prompt", "echo", "best_of", "suffix"}
@@ -31,8 +46,14 @@ ROLES = {"system", "developer", "user", "assistant"}
 class APIError(Exception):
     """An error to send as OpenAI's JSON body."""
 
-    def __init__(self, message: str, param: str | None = None, code: str | None = None, status: int = 400,
-                 type: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        status: int = 400,
+        type: str = "invalid_request_error",
+    ) -> None:
         super().__init__(message)
         self.message, self.param, self.code, self.status, self.type = message, param, code, status, type
 
@@ -67,8 +88,11 @@ def parse_body(raw: bytes) -> dict:
 
 
 def _type_error(name: str, expected: str, value: Any) -> APIError:
-    return APIError(f"Invalid type for '{name}': expected {expected}, but got {type(value).__name__} ({value!r}).",
-                    param=name, code="invalid_type")
+    return APIError(
+        f"Invalid type for '{name}': expected {expected}, but got {type(value).__name__} ({value!r}).",
+        param=name,
+        code="invalid_type",
+    )
 
 
 def _number(body: dict, name: str, default: float, low: float, high: float, open_low: bool = False) -> float:
@@ -91,8 +115,9 @@ def _integer(body: dict, name: str, default: int | None, low: int, high: int | N
         raise _type_error(name, "an integer", value)
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise APIError(f"Invalid value for '{name}': {value}; expected an integer {bound}.", param=name,
-                       code="invalid_value")
+        raise APIError(
+            f"Invalid value for '{name}': {value}; expected an integer {bound}.", param=name, code="invalid_value"
+        )
     return value
 
 
@@ -113,8 +138,9 @@ def _stop(body: dict) -> list[str]:
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise _type_error("stop", "a string or a list of strings", value)
     if len(stops) > MAX_STOPS:
-        raise APIError(f"'stop' takes at most {MAX_STOPS} strings, got {len(stops)}.", param="stop",
-                       code="invalid_value")
+        raise APIError(
+            f"'stop' takes at most {MAX_STOPS} strings, got {len(stops)}.", param="stop", code="invalid_value"
+        )
     return [s for s in stops if s]
 
 
@@ -129,11 +155,15 @@ def _logit_bias(body: dict, vocab: int) -> dict[int, float]:
         try:
             token = int(key)
         except ValueError:
-            raise APIError(f"Invalid key in 'logit_bias': {key!r} is not a token id.", param="logit_bias",
-                           code="invalid_value") from None
+            raise APIError(
+                f"Invalid key in 'logit_bias': {key!r} is not a token id.", param="logit_bias", code="invalid_value"
+            ) from None
         if not 0 <= token < vocab:
-            raise APIError(f"Invalid key in 'logit_bias': token id {token} is outside [0, {vocab}).",
-                           param="logit_bias", code="invalid_value")
+            raise APIError(
+                f"Invalid key in 'logit_bias': token id {token} is outside [0, {vocab}).",
+                param="logit_bias",
+                code="invalid_value",
+            )
         out[token] = _number({"logit_bias": bias}, "logit_bias", 0.0, -100.0, 100.0)
     return out
 
@@ -150,27 +180,41 @@ def _response_format(body: dict):
     if kind == "json_schema":
         spec = value.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
-            raise APIError("'response_format.json_schema' must be an object with a 'schema' object.",
-                           param="response_format.json_schema", code="invalid_value")
+            raise APIError(
+                "'response_format.json_schema' must be an object with a 'schema' object.",
+                param="response_format.json_schema",
+                code="invalid_value",
+            )
     elif kind != "json_object":
-        raise APIError(f"Invalid value for 'response_format.type': {kind!r}; expected 'text', 'json_object' or "
-                       "'json_schema'.", param="response_format.type", code="invalid_value")
+        raise APIError(
+            f"Invalid value for 'response_format.type': {kind!r}; expected 'text', 'json_object' or 'json_schema'.",
+            param="response_format.type",
+            code="invalid_value",
+        )
     try:
         return recognizer_for(value)
     except SchemaError as e:
-        raise APIError(f"Unsupported JSON schema: {e}.", param="response_format.json_schema",
-                       code="unsupported_schema") from None
+        raise APIError(
+            f"Unsupported JSON schema: {e}.", param="response_format.json_schema", code="unsupported_schema"
+        ) from None
 
 
 def _check_fields(body: dict, allowed: set[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise APIError(f"Unrecognized request argument supplied: {unknown[0]}. This server does not support it.",
-                       param=unknown[0], code="unsupported_parameter")
+        raise APIError(
+            f"Unrecognized request argument supplied: {unknown[0]}. This server does not support it.",
+            param=unknown[0],
+            code="unsupported_parameter",
+        )
     if not isinstance(body.get("model"), str):
-        raise APIError("You must provide a model parameter (a string)." if "model" not in body
-                       else _type_error("model", "a string", body["model"]).message, param="model",
-                       code="missing_required_parameter" if "model" not in body else "invalid_type")
+        raise APIError(
+            "You must provide a model parameter (a string)."
+            if "model" not in body
+            else _type_error("model", "a string", body["model"]).message,
+            param="model",
+            code="missing_required_parameter" if "model" not in body else "invalid_type",
+        )
 
 
 def _options(body: dict, vocab: int, logprobs: int | None) -> SamplingOptions:
@@ -195,15 +239,24 @@ def _common(body: dict, kind: str, vocab: int, logprobs: int | None, max_tokens:
     include_usage = False
     if stream_options is not None:
         if not stream:
-            raise APIError("'stream_options' is only allowed when 'stream' is true.", param="stream_options",
-                           code="invalid_value")
+            raise APIError(
+                "'stream_options' is only allowed when 'stream' is true.", param="stream_options", code="invalid_value"
+            )
         if not isinstance(stream_options, dict) or set(stream_options) - {"include_usage"}:
             raise _type_error("stream_options", "an object with 'include_usage'", stream_options)
         include_usage = _bool(stream_options, "include_usage")
     if body.get("user") is not None and not isinstance(body["user"], str):
         raise _type_error("user", "a string", body["user"])
-    return Request(kind, _options(body, vocab, logprobs), max_tokens, n=_integer(body, "n", 1, 1, MAX_N),
-                   stop=_stop(body), stream=stream, include_usage=include_usage, model=body["model"])
+    return Request(
+        kind,
+        _options(body, vocab, logprobs),
+        max_tokens,
+        n=_integer(body, "n", 1, 1, MAX_N),
+        stop=_stop(body),
+        stream=stream,
+        include_usage=include_usage,
+        model=body["model"],
+    )
 
 
 def _content(message: dict, i: int) -> str:
@@ -214,8 +267,11 @@ def _content(message: dict, i: int) -> str:
         parts = []
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise APIError(f"messages[{i}].content: only text parts ({{'type': 'text', 'text': ...}}) are "
-                               "supported.", param=f"messages[{i}].content", code="invalid_value")
+                raise APIError(
+                    f"messages[{i}].content: only text parts ({{'type': 'text', 'text': ...}}) are supported.",
+                    param=f"messages[{i}].content",
+                    code="invalid_value",
+                )
             parts.append(part["text"])
         return "".join(parts)
     raise _type_error(f"messages[{i}].content", "a string or a list of text parts", content)
@@ -224,8 +280,7 @@ def _content(message: dict, i: int) -> str:
 def _messages(body: dict) -> list[dict]:
     messages = body.get("messages")
     if messages is None:
-        raise APIError("Missing required parameter: 'messages'.", param="messages",
-                       code="missing_required_parameter")
+        raise APIError("Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
     if not isinstance(messages, list) or not messages:
         raise APIError("'messages' must be a non-empty list of messages.", param="messages", code="invalid_value")
     out = []
@@ -234,12 +289,18 @@ def _messages(body: dict) -> list[dict]:
             raise _type_error(f"messages[{i}]", "an object", message)
         extra = set(message) - {"role", "content", "name"}
         if extra:
-            raise APIError(f"messages[{i}]: field {sorted(extra)[0]!r} is not supported.",
-                           param=f"messages[{i}].{sorted(extra)[0]}", code="unsupported_parameter")
+            raise APIError(
+                f"messages[{i}]: field {sorted(extra)[0]!r} is not supported.",
+                param=f"messages[{i}].{sorted(extra)[0]}",
+                code="unsupported_parameter",
+            )
         role = message.get("role")
         if role not in ROLES:
-            raise APIError(f"Invalid value for 'messages[{i}].role': {role!r}; expected one of "
-                           f"{', '.join(sorted(ROLES))}.", param=f"messages[{i}].role", code="invalid_value")
+            raise APIError(
+                f"Invalid value for 'messages[{i}].role': {role!r}; expected one of {', '.join(sorted(ROLES))}.",
+                param=f"messages[{i}].role",
+                code="invalid_value",
+            )
         out.append({"role": "system" if role == "developer" else role, "content": _content(message, i)})
     return out
 
@@ -271,8 +332,12 @@ def _prompt(body: dict, vocab: int) -> str | list[int]:
         if not all(0 <= t < vocab for t in prompt):
             raise APIError(f"'prompt' holds a token id outside [0, {vocab}).", param="prompt", code="invalid_value")
         return prompt
-    raise APIError("'prompt' must be a string, a list of token ids, or a list holding one of those "
-                   "(several prompts per request are not supported).", param="prompt", code="invalid_value")
+    raise APIError(
+        "'prompt' must be a string, a list of token ids, or a list holding one of those "
+        "(several prompts per request are not supported).",
+        param="prompt",
+        code="invalid_value",
+    )
 
 
 def parse_completion(body: dict, vocab: int) -> Request:

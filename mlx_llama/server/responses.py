@@ -12,8 +12,12 @@ from .token_text import token_bytes, token_texts
 
 def usage_of(usage: dict) -> dict:
     prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": usage["cached_tokens"]}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": usage["cached_tokens"]},
+    }
 
 
 class ResponseBuilder:
@@ -38,8 +42,10 @@ class ResponseBuilder:
     def _logprob_entry(self, event: Event) -> dict:
         text = self._text(event.token)
         if self.kind == "chat":
-            top = [{"token": self._text(t), "logprob": lp, "bytes": token_bytes(self._text(t))}
-                   for t, lp in event.top or []]
+            top = [
+                {"token": self._text(t), "logprob": lp, "bytes": token_bytes(self._text(t))}
+                for t, lp in event.top or []
+            ]
             return {"token": text, "logprob": event.logprob, "bytes": token_bytes(text), "top_logprobs": top}
         return {"token": text, "logprob": event.logprob, "top": {self._text(t): lp for t, lp in event.top or []}}
 
@@ -48,8 +54,12 @@ class ResponseBuilder:
         for e in entries:
             offsets.append(at)
             at += len(e["token"])
-        return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
-                "top_logprobs": [e["top"] for e in entries], "text_offset": offsets}
+        return {
+            "tokens": [e["token"] for e in entries],
+            "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [e["top"] for e in entries],
+            "text_offset": offsets,
+        }
 
     def _logprobs_field(self, entries: list[dict], start: int = 0):
         if self.request.options.logprobs is None:
@@ -81,15 +91,28 @@ class ResponseBuilder:
                 choice["text"] = self.texts[i]
             choices.append(choice)
         obj = "chat.completion" if self.kind == "chat" else "text_completion"
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices,
-                "usage": self.usage, "system_fingerprint": None}
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": self.usage,
+            "system_fingerprint": None,
+        }
 
     # ---- streaming -----------------------------------------------------------------------------------------
 
     def _chunk(self, choices: list[dict], usage: dict | None = None) -> dict:
         obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        chunk = {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices,
-                 "system_fingerprint": None}
+        chunk = {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "system_fingerprint": None,
+        }
         if self.request.include_usage:
             chunk["usage"] = usage
         return chunk

@@ -64,8 +64,15 @@ def pick_greedy_rows(samplers: list[RowSampler], logits: mx.array) -> list[Pick]
 class RowSampler:
     """Chooses one row's tokens; `accept(token)` must follow every pick."""
 
-    def __init__(self, options: SamplingOptions, prompt: list[int], vocab: int, eos: set[int],
-                 texts: list[str | None] | None = None, seed_offset: int = 0) -> None:
+    def __init__(
+        self,
+        options: SamplingOptions,
+        prompt: list[int],
+        vocab: int,
+        eos: set[int],
+        texts: list[str | None] | None = None,
+        seed_offset: int = 0,
+    ) -> None:
         self.options, self.vocab, self.eos, self.texts = options, vocab, eos, texts
         params = SamplingParams.from_temperature(
             options.temperature, options.top_k, options.top_p, options.min_p, options.repetition_penalty
@@ -89,8 +96,13 @@ class RowSampler:
     def plain_greedy(self) -> bool:
         """Argmax of logits (+ logit_bias) alone: such rows are chosen together, in one batched op."""
         o = self.options
-        return (not self.chooser.params.do_sample and self.seen is None and self.counts is None
-                and self.recognizer is None and o.logprobs is None)
+        return (
+            not self.chooser.params.do_sample
+            and self.seen is None
+            and self.counts is None
+            and self.recognizer is None
+            and o.logprobs is None
+        )
 
     def _process(self, logits: mx.array) -> mx.array:
         logits = logits.astype(mx.float32)

@@ -86,8 +86,16 @@ class Scheduler:
     (Run it on the main thread: an MLX thread still tearing down while the process exits can abort it.)
     """
 
-    def __init__(self, model, tokenizer, *, max_concurrency: int = 8, prompt_cache_bytes: int = 1 << 30,
-                 prefill_step_size: int = 512, context_length: int | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        max_concurrency: int = 8,
+        prompt_cache_bytes: int = 1 << 30,
+        prefill_step_size: int = 512,
+        context_length: int | None = None,
+    ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_concurrency = max_concurrency
         self.prefill_step_size = prefill_step_size
@@ -202,8 +210,7 @@ class Scheduler:
         """One chunk of the oldest pending prompt, the same chunks `generate` uses; the last one starts rows."""
         p = self.pending[0]
         chunk, p.remaining = p.remaining[: self.prefill_step_size], p.remaining[self.prefill_step_size :]
-        out = self.model(mx.array([chunk], dtype=mx.int32), past_key_values=p.cache, use_cache=True,
-                         logits_to_keep=1)
+        out = self.model(mx.array([chunk], dtype=mx.int32), past_key_values=p.cache, use_cache=True, logits_to_keep=1)
         if p.remaining:
             mx.eval([a for layer in p.cache for a in layer.state])
             return
@@ -226,8 +233,14 @@ class Scheduler:
         rows = self.rows
         tokens = mx.array([[r.next_token] for r in rows], dtype=mx.int32)
         mask, positions = self.batch.step_inputs()
-        out = self.model(tokens, attention_mask=mask, position_ids=positions, past_key_values=self.batch.layers,
-                         use_cache=True, logits_to_keep=1)
+        out = self.model(
+            tokens,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=self.batch.layers,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         logits = out.logits[:, -1, :]
         for r in rows:
             r.fed.append(r.next_token)
@@ -266,8 +279,11 @@ class Scheduler:
             job.open_rows -= 1
             if job.open_rows == 0:
                 self.active.discard(id(job))
-                usage = {"prompt_tokens": len(job.prompt), "completion_tokens": job.completion_tokens,
-                         "cached_tokens": job.cached_tokens}
+                usage = {
+                    "prompt_tokens": len(job.prompt),
+                    "completion_tokens": job.completion_tokens,
+                    "cached_tokens": job.cached_tokens,
+                }
                 job.emit(Event("done", usage=usage))
         keep = [i for i in range(len(self.rows)) if i not in set(done)]
         self.batch.keep_rows(keep)

@@ -30,8 +30,14 @@ GENERATION = {
 # The converter preset: 8 heads so tensor-parallel shards split evenly; the FFN width Meta's formula gives.
 HIDDEN, LAYERS, HEADS, MULTIPLE_OF = 64, 2, 8, 32
 FFN = 192  # Meta's formula: 32 * ceil(int(8 * 64 / 3) / 32)
-META = {**TINY, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "intermediate_size": FFN,
-        "num_attention_heads": HEADS, "max_position_embeddings": 2048}
+META = {
+    **TINY,
+    "hidden_size": HIDDEN,
+    "num_hidden_layers": LAYERS,
+    "intermediate_size": FFN,
+    "num_attention_heads": HEADS,
+    "max_position_embeddings": 2048,
+}
 
 
 def hf_config(**overrides) -> transformers.LlamaConfig:

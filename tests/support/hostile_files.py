@@ -48,13 +48,22 @@ def build(target: bytes, state: dict[str, bytes]) -> bytes:
     return target + b"}(" + b"".join(s(k) + v for k, v in state.items()) + b"ub"
 
 
-def torch_zip(path: Path, pickle_bytes: bytes, blobs: dict[str, bytes] | None = None, *,
-              byteorder: bytes = b"little", compress_pickle: bool = False) -> Path:
+def torch_zip(
+    path: Path,
+    pickle_bytes: bytes,
+    blobs: dict[str, bytes] | None = None,
+    *,
+    byteorder: bytes = b"little",
+    compress_pickle: bool = False,
+) -> Path:
     """A torch-style zip archive: archive/data.pkl, archive/data/<key>, archive/byteorder."""
     blobs = {"0": b"\x00" * 16} if blobs is None else blobs
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", pickle_bytes,
-                   compress_type=zipfile.ZIP_DEFLATED if compress_pickle else zipfile.ZIP_STORED)
+        z.writestr(
+            "archive/data.pkl",
+            pickle_bytes,
+            compress_type=zipfile.ZIP_DEFLATED if compress_pickle else zipfile.ZIP_STORED,
+        )
         z.writestr("archive/byteorder", byteorder)
         for key, data in blobs.items():
             z.writestr(f"archive/data/{key}", data)

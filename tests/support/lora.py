@@ -33,12 +33,18 @@ def save_base(path: Path, cls_name: str = "LlamaForCausalLM", seed: int = 0, **o
     return model
 
 
-def peft_model(base, cls_name: str, use_dora: bool, seed: int = 1, targets=("q_proj", "v_proj", "down_proj"),
-               **kwargs):
+def peft_model(base, cls_name: str, use_dora: bool, seed: int = 1, targets=("q_proj", "v_proj", "down_proj"), **kwargs):
     """PEFT-wrapped `base` with random (non-zero) adapter weights and magnitudes, so every tensor matters."""
     torch.manual_seed(seed)
-    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(targets), task_type=TASKS[cls_name],
-                             use_dora=use_dora, init_lora_weights=False, **kwargs)
+    config = peft.LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=list(targets),
+        task_type=TASKS[cls_name],
+        use_dora=use_dora,
+        init_lora_weights=False,
+        **kwargs,
+    )
     model = peft.get_peft_model(base, config)
     with torch.no_grad():
         for name, p in model.named_parameters():

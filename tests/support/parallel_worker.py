@@ -24,8 +24,12 @@ def run_checks(model, tokenizer) -> dict:
     from mlx_llama.generation.api import stream_generate
 
     def stream(prompt, n, cache=None, **kw):
-        return [r.token for r in stream_generate(model, tokenizer, prompt, n, cache=cache, prefill_step_size=3,
-                                                 eos_token_id=[], **kw)]
+        return [
+            r.token
+            for r in stream_generate(
+                model, tokenizer, prompt, n, cache=cache, prefill_step_size=3, eos_token_id=[], **kw
+            )
+        ]
 
     greedy = stream(PROMPT, 10)
     rotating = stream(PROMPT, 8, max_kv_size=10)  # a rotating KV cache, smaller than the prompt
@@ -34,15 +38,26 @@ def run_checks(model, tokenizer) -> dict:
     for layer in cache:  # drop the last two positions, as the chat command does when re-rendering a turn
         layer.trim(2)
     second = stream(first[2:] + tokenizer.encode(" and the", add_special_tokens=False), 6, cache=cache)
-    batch = model.generate(mx.array(BATCH), attention_mask=mx.array([[0, 0, 1, 1, 1, 1], [1] * 6]),
-                           max_new_tokens=6, pad_token_id=0, eos_token_id=[])
+    batch = model.generate(
+        mx.array(BATCH),
+        attention_mask=mx.array([[0, 0, 1, 1, 1, 1], [1] * 6]),
+        max_new_tokens=6,
+        pad_token_id=0,
+        eos_token_id=[],
+    )
     beams = model.generate(mx.array(FORWARD), num_beams=3, max_new_tokens=4, eos_token_id=[], do_sample=False)
     logits = model(mx.array(FORWARD)).logits.astype(mx.float32)
     text = mlx_llama.generate(model, tokenizer, "a small boat", 6, eos_token_id=[])
-    return {"greedy": greedy, "continued": first + second, "batch": batch.tolist(), "text": text, "rotating": rotating,
-            "beams": beams.tolist(),
-            "cache_bytes": sum(layer.nbytes for layer in cache),
-            "logits": logits.reshape(-1).tolist()}
+    return {
+        "greedy": greedy,
+        "continued": first + second,
+        "batch": batch.tolist(),
+        "text": text,
+        "rotating": rotating,
+        "beams": beams.tolist(),
+        "cache_bytes": sum(layer.nbytes for layer in cache),
+        "logits": logits.reshape(-1).tolist(),
+    }
 
 
 def main(spec_path: str, out_dir: str) -> None:
@@ -57,8 +72,10 @@ def main(spec_path: str, out_dir: str) -> None:
         for mode in spec["modes"]:
             model, tokenizer = mlx_llama.load(directory, parallel=mode)
             record = run_checks(model, tokenizer)
-            record["sampled"] = [r.token for r in mlx_llama.stream_generate(model, tokenizer, PROMPT, 8,
-                                                                             temperature=1.0, eos_token_id=[])]
+            record["sampled"] = [
+                r.token
+                for r in mlx_llama.stream_generate(model, tokenizer, PROMPT, 8, temperature=1.0, eos_token_id=[])
+            ]
             record["param_bytes"] = parameter_bytes(model)
             record["bytes_read"] = model.parallel.bytes_read
             results[f"{name}/{mode}"] = record

@@ -40,8 +40,14 @@ class RankResult:
     stderr: str
 
 
-def run_ranks(args: list[str], workdir: Path, n: int = 2, timeout: float = 60.0, stdin_text: str = "",
-              kill_on_failure: bool = True) -> list[RankResult]:
+def run_ranks(
+    args: list[str],
+    workdir: Path,
+    n: int = 2,
+    timeout: float = 60.0,
+    stdin_text: str = "",
+    kill_on_failure: bool = True,
+) -> list[RankResult]:
     """Run `python3 *args` as ranks 0..n-1 (MLX_HOSTFILE + MLX_RANK); kill all when one fails (unless
     `kill_on_failure` is False: when every rank is expected to fail alike) or when time is up."""
     hostfile = workdir / "hosts.json"
@@ -51,8 +57,9 @@ def run_ranks(args: list[str], workdir: Path, n: int = 2, timeout: float = 60.0,
         env = {**os.environ, "MLX_HOSTFILE": str(hostfile), "MLX_RANK": str(rank), **SHARED_CORES}
         out, err = open(workdir / f"rank{rank}.out", "w+"), open(workdir / f"rank{rank}.err", "w+")
         logs.append((out, err))
-        proc = subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.PIPE, stdout=out, stderr=err,
-                                text=True)
+        proc = subprocess.Popen(
+            [sys.executable, *args], env=env, stdin=subprocess.PIPE, stdout=out, stderr=err, text=True
+        )
         proc.stdin.write(stdin_text)
         proc.stdin.close()
         procs.append(proc)
@@ -84,15 +91,23 @@ def wait_all(procs: list[subprocess.Popen], timeout: float, stop_on_failure: boo
 
 
 def describe(results: list[RankResult]) -> str:
-    return "\n".join(f"rank {r.rank} exit {r.returncode}\nstdout: {r.stdout[-2000:]}\nstderr: {r.stderr[-3000:]}"
-                     for r in results)
+    return "\n".join(
+        f"rank {r.rank} exit {r.returncode}\nstdout: {r.stdout[-2000:]}\nstderr: {r.stderr[-3000:]}" for r in results
+    )
 
 
 def run_launcher(cmd: list[str], timeout: float) -> tuple[str, str]:
     """Run a launcher (mlx.launch) in its own process group with a stdin pipe; (stdout, stderr). At the deadline
     the whole group goes, ranks included, so nothing outlives the test."""
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **SHARED_CORES}, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **SHARED_CORES},
+        start_new_session=True,
+    )
     try:
         return proc.communicate("", timeout=timeout)
     finally:
@@ -109,8 +124,11 @@ def start_ranks(args: list[str], workdir: Path, n: int = 2) -> list[subprocess.P
     for rank in range(n):
         with open(workdir / f"rank{rank}.err", "w") as err:  # the child keeps its own copy of the descriptor
             env = {**os.environ, "MLX_HOSTFILE": str(hostfile), "MLX_RANK": str(rank), **SHARED_CORES}
-            procs.append(subprocess.Popen([sys.executable, *args], stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=err, env=env))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env
+                )
+            )
     return procs
 
 

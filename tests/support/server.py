@@ -74,8 +74,15 @@ def tiny_long_context_model(directory: Path) -> Path:
     """A random 2-layer Llama (hidden 64) with a 4,096-token context and the demo model's tokenizer."""
     from mlx_llama import DEMO_MODEL, LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=2000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
+    config = LlamaConfig(
+        vocab_size=2000,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+    )
     LlamaForCausalLM(config).save_pretrained(directory)
     for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(DEMO_MODEL / name, directory / name)

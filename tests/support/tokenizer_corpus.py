@@ -67,11 +67,11 @@ def mistral_model_path() -> str:
     return os.path.join(os.path.dirname(mistral_common.__file__), "data", MISTRAL_V1)
 
 
-
 MODELS = {"tiny": tiny_model_path, "mistral-v1": mistral_model_path}  # name -> function giving its path
 # Parametrisation of the module fixtures that build one tokenizer per (model, legacy) pair.
-MODEL_LEGACY = dict(params=[(m, legacy) for m in MODELS for legacy in (True, False)],
-                    ids=lambda p: f"{p[0]}-legacy{p[1]}")
+MODEL_LEGACY = dict(
+    params=[(m, legacy) for m in MODELS for legacy in (True, False)], ids=lambda p: f"{p[0]}-legacy{p[1]}"
+)
 
 _BASE = [
     "",
