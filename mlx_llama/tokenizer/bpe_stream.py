@@ -23,6 +23,7 @@ import codecs
 import json
 
 from ..errors import TokenizerError
+from .spm_stream import EmittedText
 
 SPIECE_UNDERLINE = "\u2581"
 REPLACEMENT = "\ufffd"
@@ -113,7 +114,7 @@ class StreamTable:
             self.values = []
 
 
-class _Stream:
+class _Stream(EmittedText):
     """What every streaming detokenizer offers: add_token, finalize, text, tokens, last_segment, reset."""
 
     def __init__(self, tokenizer, table: StreamTable) -> None:
@@ -139,17 +140,6 @@ class _Stream:
         if text:
             self._segments.append(text)
         return text
-
-    @property
-    def text(self) -> str:
-        return "".join(self._segments)
-
-    @property
-    def last_segment(self) -> str:
-        """Text emitted since this property was last read."""
-        out = "".join(self._segments[self._unread :])
-        self._unread = len(self._segments)
-        return out
 
 
 class ByteLevelDetokenizer(_Stream):

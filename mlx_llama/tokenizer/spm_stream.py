@@ -92,7 +92,25 @@ def _decoder_facts(sp) -> tuple[bool, str]:
     return strips, unk_surface
 
 
-class StreamingDetokenizer:
+class EmittedText:
+    """The text a streaming detokenizer has emitted: all of it (`text`) and what is new since last read."""
+
+    _segments: list[str]
+    _unread: int
+
+    @property
+    def text(self) -> str:
+        return "".join(self._segments)
+
+    @property
+    def last_segment(self) -> str:
+        """Text emitted since this property was last read."""
+        out = "".join(self._segments[self._unread :])
+        self._unread = len(self._segments)
+        return out
+
+
+class StreamingDetokenizer(EmittedText):
     """Turn ids into text one at a time; `add_token(id)` returns the newly completed text (maybe "").
 
     Usage::
@@ -174,17 +192,6 @@ class StreamingDetokenizer:
     def finalize(self) -> str:
         """Write what is still held (an incomplete character becomes U+FFFD per byte, as decode does)."""
         return self._emit(self._drain(final=True))
-
-    @property
-    def text(self) -> str:
-        return "".join(self._segments)
-
-    @property
-    def last_segment(self) -> str:
-        """Text emitted since this property was last read."""
-        out = "".join(self._segments[self._unread :])
-        self._unread = len(self._segments)
-        return out
 
     # ------------------------------------------------------------------ internals
     def _emit(self, text: str) -> str:
