@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from mlx_llama import LlamaConfig, LlamaForCausalLM  # first: it sets up the BLAS before MLX loads
+from mlx_llama.token_ids import trusted_ids
 from mlx_llama.tokenizer import LlamaTokenizer
 
 # isort: split
@@ -257,8 +258,12 @@ def train(args: argparse.Namespace) -> None:
         held_out = paras[::50]  # every 50th paragraph, for an honest validation loss
         train_paras = [p for i, p in enumerate(paras) if i % 50]
         print(f"corpus: {len(paras)} paragraphs, {sum(map(len, paras)) / 1e6:.2f} M characters")
-        sp_path = train_tokenizer(train_paras, args.vocab_size, Path(tmp) / "tokenizer")
-        tok = LlamaTokenizer(str(sp_path), legacy=False, model_max_length=args.context)
+        if args.tokenizer:  # reuse a model's tokenizer, e.g. to train a draft for speculative decoding
+            tok = LlamaTokenizer.from_pretrained(args.tokenizer)
+            args.vocab_size = len(tok)
+        else:
+            sp_path = train_tokenizer(train_paras, args.vocab_size, Path(tmp) / "tokenizer")
+            tok = LlamaTokenizer(str(sp_path), legacy=False, model_max_length=args.context)
         out.mkdir(parents=True, exist_ok=True)
         tok.save_pretrained(out)
     stream, starts = token_stream(tok, train_paras)
@@ -306,8 +311,11 @@ def train(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     data = batches(stream, starts, args.batch_size, args.context, rng)
     t_train, smooth = time.time(), None
+    if stream.min() < 0 or stream.max() >= args.vocab_size:  # checked once here: the compiled step cannot
+        raise SystemExit(f"token ids outside the vocabulary of {args.vocab_size}")  # read ids back to check
     for i in range(1, args.steps + 1):
-        loss = step(next(data))
+        with trusted_ids():
+            loss = step(next(data))
         mx.eval(loss, state)
         smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
         if i % args.log_every == 0 or i == args.steps:
@@ -350,6 +358,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", help="r-cran-janeaustenr .deb, its unpacked tree, or an R library (default: search)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory (default: the bundled demo)")
+    p.add_argument("--tokenizer", help="a model directory whose tokenizer to reuse instead of training one")
     p.add_argument("--vocab-size", type=int, default=2000)
     p.add_argument("--hidden-size", type=int, default=256)
     p.add_argument("--intermediate-size", type=int, default=704)

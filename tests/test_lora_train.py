@@ -48,15 +48,16 @@ def hf_base(path, cls_name: str):
 
 
 @pytest.mark.parametrize(
-    "cls_name,task,kind",
+    "cls_name,task,kind,compiled",
     [
-        ("LlamaForCausalLM", "causal-lm", "lora"),
-        ("LlamaForSequenceClassification", "sequence-classification", "dora"),
-        ("LlamaForTokenClassification", "token-classification", "lora"),
-        ("LlamaForQuestionAnswering", "question-answering", "dora"),
+        ("LlamaForCausalLM", "causal-lm", "lora", False),
+        ("LlamaForCausalLM", "causal-lm", "lora", True),  # mx.compile'd step: ids checked outside the trace
+        ("LlamaForSequenceClassification", "sequence-classification", "dora", False),
+        ("LlamaForTokenClassification", "token-classification", "lora", False),
+        ("LlamaForQuestionAnswering", "question-answering", "dora", False),
     ],
 )
-def test_trained_adapter_gives_the_same_outputs_in_peft(tmp_path, cls_name, task, kind):
+def test_trained_adapter_gives_the_same_outputs_in_peft(tmp_path, cls_name, task, kind, compiled):
     save_base(tmp_path / "base", cls_name, vocab_size=VOCAB)
     write_data(tmp_path / "data", task)
     model = getattr(mlx_llama, cls_name).from_pretrained(tmp_path / "base")
@@ -68,7 +69,7 @@ def test_trained_adapter_gives_the_same_outputs_in_peft(tmp_path, cls_name, task
         tmp_path / "data",
         tmp_path / "adapter",
         config,
-        TrainingArgs(iters=4, batch_size=4, learning_rate=1e-2, steps_per_eval=100),
+        TrainingArgs(iters=4, batch_size=4, learning_rate=1e-2, steps_per_eval=100, compile=compiled),
         task=task,
         fine_tune_type=kind,
     )

@@ -15,7 +15,7 @@ from support.compare import rel_err, to_np
 from support.hf_llama import hf_config, hf_model
 
 from mlx_llama import CheckpointError, ConfigError, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
-from mlx_llama.modeling.quantized import CPUQuantizedLinear
+from mlx_llama.modeling.cpu_linear import CPUQuantizedLinear
 
 
 def test_gradients_match_pytorch(tmp_path):

@@ -194,8 +194,9 @@ def test_cli_generate_under_mlx_launch_prints_once(checkpoints, capsys, monkeypa
     expected = single_process_cli(argv, capsys, monkeypatch)
     assert expected.strip()
     port = free_ports(1)[0]
+    beside = Path(sys.executable).parent / "mlx.launch"  # the venv's, when the venv is not on PATH (.ci/run)
     cmd = [
-        "mlx.launch",
+        str(beside) if beside.exists() else "mlx.launch",
         "-n",
         "2",
         "--backend",

@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..errors import ConfigError
+from ..modeling.cpu_linear import Linear
 from .config import LoraConfig, matches_target
 from .layers import DoRALinear, LoRALinear, base_weight
 
@@ -76,9 +77,9 @@ def mark_trainable(model: nn.Module, config: LoraConfig, train_heads: list[str])
             model[head].unfreeze()
 
 
-def _dense(weight: mx.array, bias: mx.array | None) -> nn.Linear:
+def _dense(weight: mx.array, bias: mx.array | None) -> Linear:
     out_features, in_features = weight.shape
-    layer = nn.Linear(in_features, out_features, bias=bias is not None)
+    layer = Linear(in_features, out_features, bias=bias is not None)
     layer.weight = weight
     if bias is not None:
         layer.bias = bias

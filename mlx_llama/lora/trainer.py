@@ -18,6 +18,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
 from ..errors import MlxLlamaError
+from ..token_ids import check_ids, trusted_ids
 from .data import Example, iterate_batches
 
 
@@ -121,9 +122,18 @@ def _make_step(model: nn.Module, optimizer, compile_step: bool):
         optimizer.update(model, grads)
         return loss
 
-    if compile_step:
-        step = partial(mx.compile, inputs=state, outputs=state)(step)
-    return step, state
+    if not compile_step:
+        return step, state
+    compiled = partial(mx.compile, inputs=state, outputs=state)(step)
+    vocab_size = model.config.vocab_size
+
+    def checked_step(batch: dict[str, mx.array]) -> mx.array:
+        """Ids are checked here, outside the trace: a compiled step cannot read them back."""
+        check_ids(batch["input_ids"], vocab_size)
+        with trusted_ids():
+            return compiled(batch)
+
+    return checked_step, state
 
 
 def _train_report(it: int, losses: list[float], learning_rate: float, tokens: int, busy: float) -> dict:

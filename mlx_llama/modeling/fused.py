@@ -15,6 +15,8 @@ import copy
 import mlx.core as mx
 import mlx.nn as nn
 
+from .cpu_linear import use_input_major_layout
+
 ARRAY_KEYS = ("weight", "scales", "biases", "bias")
 
 
@@ -41,6 +43,7 @@ def fuse_projections(model: nn.Module) -> nn.Module:
             mlp.gate_up_proj = _stack([mlp.gate_proj, mlp.up_proj])
             del mlp["gate_proj"], mlp["up_proj"]
     mx.eval(model.parameters())
+    use_input_major_layout(model)  # the concatenation is stored [out, in]; on the CPU, store it input-major again
     return model
 
 

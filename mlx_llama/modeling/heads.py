@@ -13,6 +13,7 @@ from ..config import LlamaConfig
 from ..errors import InputError
 from ..token_ids import check_ids
 from .call_options import finish, logits_slice
+from .cpu_linear import Linear
 from .llama import LlamaModel, as_array
 from .losses import causal_lm_loss, cross_entropy, sequence_classification_loss, span_loss
 from .outputs import (
@@ -49,7 +50,7 @@ class LlamaForCausalLM(PreTrainedModel):
         super().__init__(config)
         self.model = self.base_model_class(config)
         if not self.output_embedding_shared():
-            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
     def __call__(
@@ -100,7 +101,7 @@ class LlamaForSequenceClassification(PreTrainedModel):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__(config)
         self.model = self.base_model_class(config)
-        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.score = Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()
 
     def pooling_index(self, input_ids: mx.array | None, batch: int, T: int) -> mx.array:
@@ -161,7 +162,7 @@ class LlamaForQuestionAnswering(PreTrainedModel):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__(config)
         self.transformer = self.base_model_class(config)
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.qa_outputs = Linear(config.hidden_size, 2)
         self.post_init()
 
     def __call__(
@@ -207,7 +208,7 @@ class LlamaForTokenClassification(PreTrainedModel):
         if p is None:
             p = config.extra.get("hidden_dropout")
         self.dropout = nn.Dropout(0.1 if p is None else p)
-        self.score = nn.Linear(config.hidden_size, config.num_labels)
+        self.score = Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def __call__(

@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..rope import RotaryEmbedding
 from ..token_ids import check_ids
 from .call_options import check_past_key_values, finish, positions_from_cache_position
+from .cpu_linear import Linear
 from .outputs import BaseModelOutputWithPast
 from .pretrained import PreTrainedModel
 
@@ -76,10 +77,10 @@ class LlamaAttention(nn.Module):
         self.scaling = self.head_dim**-0.5
         bias = config.attention_bias
         hidden = config.hidden_size
-        self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(hidden, self.num_key_value_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(hidden, self.num_key_value_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=bias)
+        self.q_proj = Linear(hidden, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = Linear(hidden, self.num_key_value_heads * self.head_dim, bias=bias)
+        self.v_proj = Linear(hidden, self.num_key_value_heads * self.head_dim, bias=bias)
+        self.o_proj = Linear(self.num_heads * self.head_dim, hidden, bias=bias)
         self.attention_dropout = nn.Dropout(config.attention_dropout)
         self.dropout_p = config.attention_dropout
 
@@ -135,9 +136,9 @@ class LlamaMLP(nn.Module):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         hidden, inter, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
-        self.gate_proj = nn.Linear(hidden, inter, bias=bias)
-        self.up_proj = nn.Linear(hidden, inter, bias=bias)
-        self.down_proj = nn.Linear(inter, hidden, bias=bias)
+        self.gate_proj = Linear(hidden, inter, bias=bias)
+        self.up_proj = Linear(hidden, inter, bias=bias)
+        self.down_proj = Linear(inter, hidden, bias=bias)
         self.act_fn = ACT2FN[config.hidden_act]
 
     def __call__(self, x: mx.array) -> mx.array:

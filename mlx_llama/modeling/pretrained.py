@@ -25,6 +25,7 @@ from ..config import LlamaConfig
 from ..dtypes import dtype_name
 from ..errors import CheckpointError
 from ..generation.config import GenerationConfig
+from .cpu_linear import use_input_major_layout
 from .fused import unfuse_weights
 from .load_options import auto_dtype, pop_load_options, requested_dtype
 from .quantized import quantize_model
@@ -144,6 +145,7 @@ class PreTrainedModel(nn.Module):
         if target is not None:
             model.config.torch_dtype = dtype_name(target)
         mx.eval(model.parameters())
+        use_input_major_layout(model)  # float32 on the CPU backend: the layout its BLAS reads fastest
         model.eval()
         model.generation_config = GenerationConfig.for_checkpoint(path, model.config)
         return model
