@@ -18,6 +18,7 @@ figures are in benchmarks/RESULTS.md):
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -112,6 +113,7 @@ class CPUQuantizedLinear(nn.QuantizedLinear):
 _pool = ThreadPoolExecutor(2)
 
 
+@functools.cache
 def _omatcopy():
     """The loaded BLAS's out-of-place transpose (OpenBLAS has one), or None."""
     if not _backend.loaded_library:

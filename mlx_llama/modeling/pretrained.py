@@ -145,6 +145,7 @@ class PreTrainedModel(nn.Module):
         if target is not None:
             model.config.torch_dtype = dtype_name(target)
         mx.eval(model.parameters())
+        del weights  # so that each re-laid-out weight's old buffer is freed (and reused) as the next one is made
         use_input_major_layout(model)  # float32 on the CPU backend: the layout its BLAS reads fastest
         model.eval()
         model.generation_config = GenerationConfig.for_checkpoint(path, model.config)
