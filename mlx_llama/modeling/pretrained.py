@@ -134,8 +134,9 @@ class PreTrainedModel(nn.Module):
                     f"{path}: config.json has a `quantization` block, but no tensor has .scales; "
                     "the weights are not quantized"
                 )
+            scaled = {k for k in weights if k.endswith(".scales")}
             quantize_model(
-                model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in weights, cpu=is_cpu_backend()
+                model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in scaled, cpu=is_cpu_backend()
             )
         if requested == "auto":
             requested = auto_dtype(config, weights)
