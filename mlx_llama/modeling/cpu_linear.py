@@ -21,12 +21,17 @@ import ctypes
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
 from .. import _backend
+from ..checkpoint.lazy_tensor import LazyTensor
+from ..checkpoint.safetensors_header import read_safetensors_header
+from ..checkpoint.safetensors_io import checkpoint_files
+from ..errors import CheckpointError
 
 MAX_PARTS = 8  # at most this many CPU streams share one product
 MIN_PART_ROWS = 128  # below this many output rows per part, splitting costs more than it saves
@@ -127,32 +132,91 @@ def _omatcopy():
     return fn
 
 
-def _input_major(w: mx.array) -> mx.array:
-    """The same logical [out, in] array, stored [in, out]: a transposed view of a fresh array.
-
-    MLX's own strided copy runs at ~0.3 GB/s here, so the transpose is written straight into the new array's
-    memory (through NumPy's view of it, as MLX documents) by the BLAS's omatcopy on two threads, else by
-    NumPy in cache-sized tiles."""
-    out_dim, in_dim = w.shape
+def _new_input_major(out_dim: int, in_dim: int) -> tuple[mx.array, np.ndarray] | None:
+    """A fresh [in, out] float32 MLX array and NumPy's writable view of its memory (MLX documents that writes
+    through the view reach the array), or None if MLX gave no plain buffer."""
     dst = mx.zeros((in_dim, out_dim), mx.float32)
     mx.eval(dst)
-    src, view = np.array(w, copy=False), np.array(dst, copy=False)
-    if not (view.flags.writeable and view.flags.c_contiguous and src.flags.c_contiguous):
-        return mx.contiguous(w.T).T
+    view = np.array(dst, copy=False)
+    return (dst, view) if view.flags.writeable and view.flags.c_contiguous else None
+
+
+def _transpose_into(src: np.ndarray, dst: np.ndarray) -> None:
+    """dst[:] = src.T for a C-contiguous float32 `src` [n, k] and a [k, n] `dst` whose rows are contiguous.
+
+    MLX's own strided copy runs at ~0.3 GB/s here; the BLAS's omatcopy on two threads at ~4 GB/s, NumPy's
+    cache-sized tiles at ~0.7 GB/s (the fallback when the BLAS has none)."""
+    n, k = src.shape
     copy = _omatcopy()
-    if copy is not None:
-        half = out_dim // 2
-
-        def rows(lo: int, hi: int) -> None:  # source rows lo:hi -> destination columns lo:hi
-            copy(101, 112, hi - lo, in_dim, 1.0, src[lo:].ctypes.data, in_dim, view[:, lo:].ctypes.data, out_dim)
-
-        list(_pool.map(lambda r: rows(*r), [(0, half), (half, out_dim)]))
-    else:
+    if copy is None:
         tile = 256
-        for i in range(0, out_dim, tile):
-            for j in range(0, in_dim, tile):
-                view[j : j + tile, i : i + tile] = src[i : i + tile, j : j + tile].T
+        for i in range(0, n, tile):
+            for j in range(0, k, tile):
+                dst[j : j + tile, i : i + tile] = src[i : i + tile, j : j + tile].T
+        return
+    ldb = dst.strides[0] // dst.itemsize
+
+    def rows(lo: int, hi: int) -> None:  # source rows lo:hi -> destination columns lo:hi
+        copy(101, 112, hi - lo, k, 1.0, src[lo:].ctypes.data, k, dst[:, lo:].ctypes.data, ldb)
+
+    half = n // 2
+    list(_pool.map(lambda r: rows(*r), [(0, half), (half, n)] if half else [(0, n)]))
+
+
+def _input_major(w: mx.array) -> mx.array:
+    """The same logical [out, in] array, stored [in, out]: a transposed view of a fresh array."""
+    made, src = _new_input_major(*w.shape), np.array(w, copy=False)
+    if made is None or not src.flags.c_contiguous:
+        return mx.contiguous(w.T).T
+    _transpose_into(src, made[1])
+    return made[0].T
+
+
+def read_input_major(tensor: LazyTensor, loaded: mx.array, chunk_bytes: int = 8 << 20) -> mx.array:
+    """A float32 [out, in] checkpoint tensor, input-major, in the memory `mx.load` gave it (`loaded`, the same
+    tensor, referenced nowhere else).
+
+    A new array costs more here than the transpose (this VM faults fresh memory in at ~1 GB/s), so the loaded
+    buffer is reused: viewed as [in, out] (a no-copy reshape), then overwritten with the transposed rows,
+    re-read in small chunks from the file (in the page cache: it was just read)."""
+    out_dim, in_dim = tensor.shape
+    dst = loaded.reshape(in_dim, out_dim)
+    mx.eval(dst)
+    view = np.array(dst, copy=False)
+    if (
+        not (view.flags.writeable and view.flags.c_contiguous)
+        or view.ctypes.data != np.array(loaded, copy=False).ctypes.data
+    ):
+        return _input_major(loaded)
+    rows = max(1, chunk_bytes // (4 * in_dim))
+    scratch = np.empty(min(rows, out_dim) * in_dim, np.float32)
+    storage = tensor.storage
+    with open(storage.path, "rb") as f:
+        f.seek(storage.data_offset + 4 * tensor.storage_offset)
+        for lo in range(0, out_dim, rows):
+            n = min(rows, out_dim - lo)
+            chunk = scratch[: n * in_dim]
+            if f.readinto(memoryview(chunk).cast("B")) != chunk.nbytes:
+                raise CheckpointError(f"{storage.path}: truncated while reading a tensor of shape {list(tensor.shape)}")
+            _transpose_into(chunk.reshape(n, in_dim), view[:, lo : lo + n])
     return dst.T
+
+
+def read_linear_weights(path: Path, weights: dict[str, mx.array], tied: bool) -> int:
+    """Replace, in `weights` (a checkpoint's lazily loaded tensors), the float32 Linear weights (and a tied
+    embedding) by input-major arrays read from their files, on the CPU backend; returns how many."""
+    if not enabled():
+        return 0
+    suffixes = ("_proj.weight", "embed_tokens.weight") if tied else ("_proj.weight", "lm_head.weight")
+    chosen = {}
+    for file in checkpoint_files(path):
+        for name, tensor in read_safetensors_header(file).items():
+            if name in weights and name.endswith(suffixes) and tensor.dtype == "float32" and len(tensor.shape) == 2:
+                chosen[name] = tensor
+    mx.eval([weights[name] for name in chosen])  # all at once: MLX reads them in parallel (2x faster than in turn)
+    for name, tensor in chosen.items():
+        weights[name] = read_input_major(tensor, weights[name])
+    return len(chosen)
 
 
 def _is_input_major(w: mx.array) -> bool:

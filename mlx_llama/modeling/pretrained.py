@@ -25,7 +25,7 @@ from ..config import LlamaConfig
 from ..dtypes import dtype_name
 from ..errors import CheckpointError
 from ..generation.config import GenerationConfig
-from .cpu_linear import use_input_major_layout
+from .cpu_linear import read_linear_weights, use_input_major_layout
 from .fused import unfuse_weights
 from .load_options import auto_dtype, pop_load_options, requested_dtype
 from .quantized import quantize_model
@@ -126,6 +126,8 @@ class PreTrainedModel(nn.Module):
         weights = load_safetensors(path)
         check_layer_count(weights, config.num_hidden_layers, str(path))  # before building any layer
         model = cls(config)
+        if requested is None or requested == mx.float32:  # float32 on the CPU: read into its fastest layout
+            read_linear_weights(path, weights, config.tie_word_embeddings)
         weights = model.sanitize(weights)
         if config.quantization:
             q = config.quantization
