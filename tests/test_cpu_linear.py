@@ -113,19 +113,26 @@ def test_nn_quantize_of_a_model_gives_the_cpu_layers():
     assert all(k.endswith(("weight", "scales", "biases")) for k, _ in tree_flatten(model.parameters()))
 
 
-def test_float32_checkpoint_weights_are_read_straight_into_input_major_memory(tmp_path):
-    """read_linear_weights takes the Linear weights (and, tied, the embedding) of a float32 checkpoint: the same
-    values as the file, stored [in, out]; norms and other tensors are left as loaded."""
+@pytest.mark.parametrize("stored", ["float32", "bfloat16", "float16"])
+def test_checkpoint_weights_are_read_straight_into_input_major_float32(tmp_path, stored):
+    """read_linear_weights takes the Linear weights (and, tied, the embedding) of a checkpoint to be computed in
+    float32: torch's own float32 values of the stored tensors, stored [in, out]; other tensors are left alone."""
     from mlx_llama.checkpoint.safetensors_io import load_safetensors
     from mlx_llama.modeling.cpu_linear import read_linear_weights
 
-    hf_model(tie_word_embeddings=True).save_pretrained(tmp_path, safe_serialization=True)
+    hf = hf_model(tie_word_embeddings=True).to(getattr(torch, stored))
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    expected = {k: v.float().numpy() for k, v in hf.state_dict().items() if k != "lm_head.weight"}
     weights = load_safetensors(tmp_path)
-    plain = {k: np.array(v) for k, v in load_safetensors(tmp_path).items()}
     count = read_linear_weights(tmp_path, weights, tied=True)
-    linear = {k for k in plain if k.endswith(("_proj.weight", "embed_tokens.weight"))}
+    linear = {k for k in expected if k.endswith(("_proj.weight", "embed_tokens.weight"))}
     assert count == len(linear) > 0
     for name, value in weights.items():
-        np.testing.assert_array_equal(np.array(value), plain[name], err_msg=name)
-        row_major = (value.shape[-1] * 4, 4) if value.ndim == 2 else (4,)
-        assert _strides(value) == ((4, value.shape[0] * 4) if name in linear else row_major), name
+        if name in linear:
+            assert value.dtype == mx.float32 and _strides(value) == (4, value.shape[0] * 4), name
+        else:
+            assert value.dtype == getattr(mx, stored), name
+        np.testing.assert_array_equal(np.array(value.astype(mx.float32)), expected[name], err_msg=name)
+    model = mlx_llama.LlamaForCausalLM.from_pretrained(tmp_path)  # the same path inside from_pretrained
+    q = model.model.layers[0].self_attn.q_proj.weight
+    assert q.dtype == mx.float32 and _strides(q) == (4, q.shape[0] * 4)

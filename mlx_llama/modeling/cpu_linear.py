@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from ..errors import CheckpointError
 
 MAX_PARTS = 8  # at most this many CPU streams share one product
 MIN_PART_ROWS = 128  # below this many output rows per part, splitting costs more than it saves
+FLOATS = ("float32", "bfloat16", "float16")  # the checkpoint dtypes read_input_major widens
 GEMM_MIN_ROWS = 16  # quantized inputs of this many rows or more take dequantize + GEMM (see CPUQuantizedLinear)
 
 _streams: list[mx.Stream] = []
@@ -172,46 +174,64 @@ def _input_major(w: mx.array) -> mx.array:
     return made[0].T
 
 
-def read_input_major(tensor: LazyTensor, loaded: mx.array, chunk_bytes: int = 8 << 20) -> mx.array:
-    """A float32 [out, in] checkpoint tensor, input-major, in the memory `mx.load` gave it (`loaded`, the same
-    tensor, referenced nowhere else).
+def _as_float32(raw: np.ndarray, dtype: str, out: np.ndarray) -> np.ndarray:
+    """Checkpoint elements (float32, or bfloat16 / float16 bits) as float32, exactly, in `out` unless float32."""
+    if dtype == "float32":
+        return raw
+    if dtype == "bfloat16":  # the top half of a float32
+        np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)
+    else:
+        out[:] = raw.view(np.float16)
+    return out
 
-    A new array costs more here than the transpose (this VM faults fresh memory in at ~1 GB/s), so the loaded
-    buffer is reused: viewed as [in, out] (a no-copy reshape), then overwritten with the transposed rows,
-    re-read in small chunks from the file (in the page cache: it was just read)."""
+
+def read_input_major(tensor: LazyTensor, loaded: mx.array, chunk_bytes: int = 8 << 20) -> mx.array:
+    """A float32, bfloat16 or float16 [out, in] checkpoint tensor as float32, input-major. `loaded` is the same
+    tensor as `mx.load` gave it, referenced nowhere else.
+
+    A new array costs more here than the transpose (this VM faults fresh memory in at ~1 GB/s), so a buffer
+    that had to exist anyway is reused: the loaded one (float32) or the float32 cast (half precision). It is
+    viewed as [in, out] (a no-copy reshape) and overwritten with the transposed rows, re-read in small chunks
+    from the file (in the page cache: it was just read) and widened exactly. Only on Linux, where MLX reads
+    files into its own memory; elsewhere the transpose goes to a fresh array."""
+    owned = loaded if loaded.dtype == mx.float32 else loaded.astype(mx.float32)
+    if sys.platform != "linux":
+        return _input_major(owned)
     out_dim, in_dim = tensor.shape
-    dst = loaded.reshape(in_dim, out_dim)
+    dst = owned.reshape(in_dim, out_dim)
     mx.eval(dst)
     view = np.array(dst, copy=False)
     if (
         not (view.flags.writeable and view.flags.c_contiguous)
-        or view.ctypes.data != np.array(loaded, copy=False).ctypes.data
+        or view.ctypes.data != np.array(owned, copy=False).ctypes.data
     ):
-        return _input_major(loaded)
+        return _input_major(owned)
     rows = max(1, chunk_bytes // (4 * in_dim))
-    scratch = np.empty(min(rows, out_dim) * in_dim, np.float32)
+    raw = np.empty(min(rows, out_dim) * in_dim, tensor.np_dtype)
+    wide = np.empty(raw.size, np.float32) if tensor.dtype != "float32" else raw
     storage = tensor.storage
     with open(storage.path, "rb") as f:
-        f.seek(storage.data_offset + 4 * tensor.storage_offset)
+        f.seek(storage.data_offset + raw.itemsize * tensor.storage_offset)
         for lo in range(0, out_dim, rows):
             n = min(rows, out_dim - lo)
-            chunk = scratch[: n * in_dim]
+            chunk = raw[: n * in_dim]
             if f.readinto(memoryview(chunk).cast("B")) != chunk.nbytes:
                 raise CheckpointError(f"{storage.path}: truncated while reading a tensor of shape {list(tensor.shape)}")
-            _transpose_into(chunk.reshape(n, in_dim), view[:, lo : lo + n])
+            rows_f32 = _as_float32(chunk, tensor.dtype, wide[: n * in_dim])
+            _transpose_into(rows_f32.reshape(n, in_dim), view[:, lo : lo + n])
     return dst.T
 
 
 def read_linear_weights(path: Path, weights: dict[str, mx.array], tied: bool) -> int:
-    """Replace, in `weights` (a checkpoint's lazily loaded tensors), the float32 Linear weights (and a tied
-    embedding) by input-major arrays read from their files, on the CPU backend; returns how many."""
+    """Replace, in `weights` (a checkpoint's lazily loaded tensors, to be computed in float32), the Linear
+    weights (and a tied embedding) by float32 input-major arrays, on the CPU backend; returns how many."""
     if not enabled():
         return 0
     suffixes = ("_proj.weight", "embed_tokens.weight") if tied else ("_proj.weight", "lm_head.weight")
     chosen = {}
     for file in checkpoint_files(path):
         for name, tensor in read_safetensors_header(file).items():
-            if name in weights and name.endswith(suffixes) and tensor.dtype == "float32" and len(tensor.shape) == 2:
+            if name in weights and name.endswith(suffixes) and len(tensor.shape) == 2 and tensor.dtype in FLOATS:
                 chosen[name] = tensor
     mx.eval([weights[name] for name in chosen])  # all at once: MLX reads them in parallel (2x faster than in turn)
     for name, tensor in chosen.items():

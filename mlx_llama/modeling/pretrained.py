@@ -126,7 +126,10 @@ class PreTrainedModel(nn.Module):
         weights = load_safetensors(path)
         check_layer_count(weights, config.num_hidden_layers, str(path))  # before building any layer
         model = cls(config)
-        if requested is None or requested == mx.float32:  # float32 on the CPU: read into its fastest layout
+        if requested == "auto":
+            requested = auto_dtype(config, weights)
+        target = model._compute_dtype(weights, requested)
+        if target == mx.float32:  # on the CPU: read straight into the layout its BLAS reads fastest
             read_linear_weights(path, weights, config.tie_word_embeddings)
         weights = model.sanitize(weights)
         if config.quantization:
@@ -140,9 +143,6 @@ class PreTrainedModel(nn.Module):
             quantize_model(
                 model, q["group_size"], q["bits"], lambda p, m: f"{p}.scales" in scaled, cpu=is_cpu_backend()
             )
-        if requested == "auto":
-            requested = auto_dtype(config, weights)
-        target = model._compute_dtype(weights, requested)
         weights = {k: _to_compute_dtype(k, v, target) for k, v in weights.items()}
         model.load_checked(weights, str(path))
         if target is not None:
