@@ -75,8 +75,12 @@ class Linear(nn.Linear):
             return super().__call__(x)
         return y + self["bias"] if "bias" in self else y
 
-    def to_quantized(self, group_size: int | None = None, bits: int | None = None, mode: str = "affine", **_):
+    def to_quantized(
+        self, group_size: int | None = None, bits: int | None = None, mode: str = "affine", quantize_input: bool = False
+    ):
         """What `nn.quantize` calls: our quantized layer, which keeps the CPU paths."""
+        if quantize_input:
+            raise ValueError("quantize_input=True is not supported by mlx-llama's quantized layers")
         return CPUQuantizedLinear.from_linear(self, group_size, bits, mode=mode)
 
 
